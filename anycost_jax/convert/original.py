@@ -1,0 +1,263 @@
+"""Maps the original PyTorch state dicts onto our parameter trees, and back.
+
+One table per model lists ``(torch key, our path, layout)``; the layout names the transpose
+between PyTorch's (out, in, kh, kw) / NCHW conventions and ours (kh, kw, in, out) / NHWC.
+The same table drives both directions, so import and export cannot drift apart. The model's
+hyper-parameters are read off the tensor shapes; anything unexpected (missing or extra keys,
+shapes, a blur kernel other than the default) is an error that lists what was expected.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import numpy as np
+
+from anycost_jax import elastic
+from anycost_jax.models.discriminator import Discriminator, DiscriminatorMultiRes
+from anycost_jax.models.generator import Generator
+from anycost_jax.nn.upfirdn import make_kernel
+
+# layout -> (torch -> ours, ours -> torch)
+_LAYOUTS: dict[str, tuple[Callable, Callable]] = {
+    'same': (lambda a: a, lambda a: a),
+    'linear': (lambda a: a.T, lambda a: a.T),  # [out, in] <-> [in, out]
+    'conv': (lambda a: a.transpose(2, 3, 1, 0), lambda a: a.transpose(3, 2, 0, 1)),  # OIHW <-> HWIO
+    'modconv': (lambda a: a[0].transpose(2, 3, 1, 0), lambda a: a.transpose(3, 2, 0, 1)[None]),
+    'const': (lambda a: a.transpose(0, 2, 3, 1), lambda a: a.transpose(0, 3, 1, 2)),  # NCHW <-> NHWC
+    'rgb_bias': (lambda a: a.reshape(3), lambda a: a.reshape(1, 3, 1, 1)),
+}
+
+
+def _flatten_linear(channels: int):
+    """The first FC after the 4x4 head: the original flattens (c, h, w), we flatten (h, w, c)."""
+    to_ours = lambda a: a.reshape(a.shape[0], channels, 4, 4).transpose(2, 3, 1, 0).reshape(-1, a.shape[0])
+    to_torch = lambda a: a.reshape(4, 4, channels, -1).transpose(3, 2, 0, 1).reshape(a.shape[1], -1)
+    return to_ours, to_torch
+
+
+class ConversionError(ValueError):
+    pass
+
+
+# --------------------------------------------------------------------------- generator
+
+
+def _modconv_entries(tk: str, ours: tuple) -> list:
+    return [(f'{tk}.conv.weight', ours + ('conv', 'kernel'), 'modconv'),
+            (f'{tk}.conv.modulation.weight', ours + ('conv', 'modulation', 'kernel'), 'linear'),
+            (f'{tk}.conv.modulation.bias', ours + ('conv', 'modulation', 'bias'), 'same')]
+
+
+def _styled_entries(tk: str, ours: tuple) -> list:
+    return _modconv_entries(tk, ours) + [(f'{tk}.noise.weight', ours + ('noise', 'weight'), 'same'),
+                                         (f'{tk}.activate.bias', ours + ('bias',), 'same')]
+
+
+def generator_table(gen: Generator) -> list:
+    t = [(f'style.{i + 1}.{p}', ('params', 'mapping', f'dense_{i}', q), lay)
+         for i in range(gen.n_mlp) for p, q, lay in (('weight', 'kernel', 'linear'), ('bias', 'bias', 'same'))]
+    t.append(('input.input', ('params', 'input', 'const'), 'const'))
+    t += _styled_entries('conv1', ('params', 'conv1'))
+    t += _modconv_entries('to_rgb1', ('params', 'to_rgb1')) + [('to_rgb1.bias', ('params', 'to_rgb1', 'bias'),
+                                                                'rgb_bias')]
+    for b in range(len(gen.output_resolutions) - 1):
+        for j in (2 * b, 2 * b + 1):
+            t += _styled_entries(f'convs.{j}', ('params', f'convs_{j}'))
+        t += _modconv_entries(f'to_rgbs.{b}', ('params', f'to_rgbs_{b}'))
+        t.append((f'to_rgbs.{b}.bias', ('params', f'to_rgbs_{b}', 'bias'), 'rgb_bias'))
+    t += [(f'noises.noise_{i}', ('noise', f'noise_{i}'), 'const') for i in range(gen.num_layers)]
+    return t
+
+
+def _generator_buffers(gen: Generator) -> dict[str, np.ndarray]:
+    """Blur kernels the original stores as buffers (flipped and scaled, as its make_kernel does)."""
+    k = make_kernel(gen.blur_kernel)[::-1, ::-1] * 4
+    out = {}
+    for b in range(len(gen.output_resolutions) - 1):
+        out[f'convs.{2 * b}.conv.blur.kernel'] = k
+        out[f'to_rgbs.{b}.upsample.kernel'] = k
+    return out
+
+
+def infer_generator(sd: dict) -> Generator:
+    """Builds the Generator whose shapes match an original ``g_ema`` state dict."""
+    _require(sd, ['style.1.weight', 'input.input', 'conv1.conv.weight'], 'an Anycost/StyleGAN2 generator (g_ema)')
+    n_mlp = len({k.split('.')[1] for k in sd if k.startswith('style.')})
+    style_dim = sd['style.1.weight'].shape[1]
+    n_blocks = len({k.split('.')[1] for k in sd if k.startswith('to_rgbs.')})
+    resolution = 2 ** (n_blocks + 2)
+    c4 = sd['input.input'].shape[1]
+    c_top = sd[f'to_rgbs.{n_blocks - 1}.conv.weight'].shape[2] if n_blocks else sd['conv1.conv.weight'].shape[1]
+    mult = c_top / elastic.BASE_CHANNELS[resolution]
+    gen = Generator(resolution, style_dim=style_dim, n_mlp=n_mlp, channel_multiplier=mult, channel_max=c4)
+    try:
+        expected = gen.full_channels()
+    except ValueError as e:
+        raise ConversionError(f'cannot infer the generator from the state dict: {e}') from e
+    found = [c4, sd['conv1.conv.weight'].shape[1]] + [sd[f'convs.{j}.conv.weight'].shape[1]
+                                                      for j in range(2 * n_blocks) if f'convs.{j}.conv.weight' in sd]
+    if found != expected:
+        raise ConversionError(f'generator widths {found} do not follow the StyleGAN2 channel table '
+                              f'(expected {expected} for resolution {resolution}, multiplier {mult}, max {c4})')
+    return gen
+
+
+# --------------------------------------------------------------------------- discriminator
+
+
+def _convlayer_entries(tk: str, ours: tuple, downsample: bool, activate: bool, modulate: bool) -> list:
+    i = 1 if downsample else 0  # the blur sits at index 0 of the original's Sequential
+    t = [(f'{tk}.{i}.weight', ours + ('conv', 'kernel'), 'conv')]
+    if modulate:
+        i += 1
+        for m in ('weight_mapping', 'bias_mapping'):
+            t += [(f'{tk}.{i}.{m}.weight', ours + ('modulate', m, 'kernel'), 'linear'),
+                  (f'{tk}.{i}.{m}.bias', ours + ('modulate', m, 'bias'), 'same')]
+    if activate:
+        t.append((f'{tk}.{i + 1}.bias', ours + ('bias',), 'same'))
+    return t
+
+
+def _resblock_entries(tk: str, ours: tuple, modulate: bool) -> list:
+    return (_convlayer_entries(f'{tk}.conv1', ours + ('conv1',), False, True, modulate) +
+            _convlayer_entries(f'{tk}.conv2', ours + ('conv2',), True, True, modulate) +
+            _convlayer_entries(f'{tk}.skip', ours + ('skip',), True, False, modulate))
+
+
+def discriminator_table(disc) -> list:
+    ch = elastic.channels_per_resolution(disc.channel_multiplier, disc.channel_max)
+    n_blocks = elastic.log2_resolution(disc.resolution) - 2
+    head = [('final_conv.0.weight', ('params', 'head', 'final_conv', 'conv', 'kernel'), 'conv'),
+            ('final_conv.1.bias', ('params', 'head', 'final_conv', 'bias'), 'same'),
+            ('final_linear.0.weight', ('params', 'head', 'final_linear_0', 'kernel'), _flatten_linear(ch[4])),
+            ('final_linear.0.bias', ('params', 'head', 'final_linear_0', 'bias'), 'same'),
+            ('final_linear.1.weight', ('params', 'head', 'final_linear_1', 'kernel'), 'linear'),
+            ('final_linear.1.bias', ('params', 'head', 'final_linear_1', 'bias'), 'same')]
+    if isinstance(disc, Discriminator):
+        t = _convlayer_entries('convs.0', ('params', 'from_rgb'), False, True, False)
+        for i in range(n_blocks):
+            t += _resblock_entries(f'convs.{i + 1}', ('params', f'blocks_{i}'), False)
+        return t + head
+    t = []
+    for i in range(disc.n_res):
+        t += _convlayer_entries(f'convs.{i}', ('params', f'from_rgb_{i}'), False, True, False)
+    for i in range(n_blocks):
+        t += _resblock_entries(f'blocks.{i}', ('params', f'blocks_{i}'), disc.modulate and i >= n_blocks - 2)
+    return t + head
+
+
+def _discriminator_buffers(disc) -> dict[str, np.ndarray]:
+    k = make_kernel(disc.blur_kernel)[::-1, ::-1]
+    n_blocks = elastic.log2_resolution(disc.resolution) - 2
+    prefix = 'convs.{}' if isinstance(disc, Discriminator) else 'blocks.{}'
+    first = 1 if isinstance(disc, Discriminator) else 0
+    return {f'{prefix.format(i + first)}.{c}.0.kernel': k for i in range(n_blocks) for c in ('conv2', 'skip')}
+
+
+def infer_discriminator(sd: dict):
+    """Builds the (multi-resolution, maybe modulated) discriminator matching an original state dict."""
+    _require(sd, ['final_conv.0.weight', 'final_linear.1.weight', 'convs.0.0.weight'],
+             'an Anycost/StyleGAN2 discriminator (d)')
+    c4 = sd['final_conv.0.weight'].shape[0]
+    c_top = sd['convs.0.0.weight'].shape[0]
+    if 'blocks.0.conv1.0.weight' in sd:
+        n_blocks = len({k.split('.')[1] for k in sd if k.startswith('blocks.')})
+        resolution = 2 ** (n_blocks + 2)
+        n_res = len({k.split('.')[1] for k in sd if k.startswith('convs.')})
+        modulate = any('_mapping.' in k for k in sd)
+        mult = c_top / elastic.BASE_CHANNELS[resolution]
+        return DiscriminatorMultiRes(resolution, n_res=n_res, modulate=modulate, channel_multiplier=mult,
+                                     channel_max=c4)
+    n_blocks = len({k.split('.')[1] for k in sd if k.startswith('convs.')}) - 1
+    resolution = 2 ** (n_blocks + 2)
+    return Discriminator(resolution, channel_multiplier=c_top / elastic.BASE_CHANNELS[resolution], channel_max=c4)
+
+
+# --------------------------------------------------------------------------- generic conversion
+
+
+def _require(sd: dict, keys: list, what: str) -> None:
+    missing = [k for k in keys if k not in sd]
+    if missing:
+        sample = ', '.join(sorted(sd)[:6]) or 'nothing'
+        raise ConversionError(f'expected the state dict of {what}; keys {missing} are missing (found: {sample}, ...)')
+
+
+def _layout(lay):
+    return _LAYOUTS[lay] if isinstance(lay, str) else lay
+
+
+def _set(tree: dict, path: tuple, value) -> None:
+    for p in path[:-1]:
+        tree = tree.setdefault(p, {})
+    tree[path[-1]] = value
+
+
+def _get(tree: dict, path: tuple):
+    for p in path:
+        tree = tree[p]
+    return tree
+
+
+def from_state_dict(model, sd: dict, table: list, buffers: dict, shapes: dict) -> dict:
+    """Converts a torch state dict (numpy values) into our variables; strict in both directions."""
+    sd = {k: np.asarray(v) for k, v in sd.items()}
+    known = {t[0] for t in table} | set(buffers)
+    missing = sorted(k for k in known if k not in sd)
+    extra = sorted(k for k in sd if k not in known)
+    if missing or extra:
+        raise ConversionError(f'state dict does not match {type(model).__name__}(resolution={model.resolution}): '
+                              f'missing keys {missing[:10]}{" ..." if len(missing) > 10 else ""}, '
+                              f'unexpected keys {extra[:10]}{" ..." if len(extra) > 10 else ""}')
+    for k, ref in buffers.items():
+        if sd[k].shape != ref.shape or not np.allclose(sd[k], ref, atol=1e-6):
+            raise ConversionError(f'buffer {k} holds a blur kernel other than {list(model.blur_kernel)}; '
+                                  f'build the model with the matching blur_kernel')
+    out: dict = {}
+    for tk, path, lay in table:
+        value = np.ascontiguousarray(_layout(lay)[0](sd[tk])).astype(np.float32)
+        want = tuple(_get(shapes, path).shape)
+        if value.shape != want:
+            raise ConversionError(f'{tk}: shape {sd[tk].shape} converts to {value.shape}, expected {want}')
+        _set(out, path, value)
+    return out
+
+
+def to_state_dict(variables: dict, table: list, buffers: dict) -> dict:
+    sd = {tk: np.ascontiguousarray(_layout(lay)[1](np.asarray(_get(variables, path)))) for tk, path, lay in table}
+    sd.update({k: np.ascontiguousarray(v) for k, v in buffers.items()})
+    return sd
+
+
+def _shapes(model, *args) -> dict:
+    return jax.eval_shape(lambda: model.init({'params': jax.random.key(0)}, *args))
+
+
+def generator_from_state_dict(sd: dict, gen: Generator | None = None):
+    gen = gen or infer_generator(sd)
+    shapes = _shapes(gen, np.zeros((1, gen.style_dim), np.float32))
+    return gen, from_state_dict(gen, sd, generator_table(gen), _generator_buffers(gen), shapes)
+
+
+def generator_to_state_dict(gen: Generator, variables: dict) -> dict:
+    if gen.widths is not None or gen.output_res is not None:
+        raise ConversionError('an exported sub-generator has no original-format equivalent; export the full one')
+    return to_state_dict(variables, generator_table(gen), _generator_buffers(gen))
+
+
+def _disc_init_args(disc):
+    args = (np.zeros((1, disc.resolution, disc.resolution, 3), np.float32),)
+    if isinstance(disc, DiscriminatorMultiRes) and disc.modulate:
+        args += (np.zeros((disc.arch_code_length,), np.float32),)
+    return args
+
+
+def discriminator_from_state_dict(sd: dict, disc=None):
+    disc = disc or infer_discriminator(sd)
+    shapes = _shapes(disc, *_disc_init_args(disc))
+    return disc, from_state_dict(disc, sd, discriminator_table(disc), _discriminator_buffers(disc), shapes)
+
+
+def discriminator_to_state_dict(disc, variables: dict) -> dict:
+    return to_state_dict(variables, discriminator_table(disc), _discriminator_buffers(disc))

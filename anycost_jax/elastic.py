@@ -1,0 +1,172 @@
+"""Elastic channels: width configurations, sampling, masks and the architecture code.
+
+A generator has one *elastic layer* per style: the constant input, ``conv1``, then both
+convolutions of every resolution from 8 up, in that order (``2*log2(res) - 2`` layers).
+A width configuration (``channels``) lists one live width per elastic layer. Widths are
+always a prefix of the full channels: after channel sorting the first channels matter most.
+
+Everything that only depends on the model's hyper-parameters is plain Python (static under
+``jit``); sampling uses ``jax.random`` and returns arrays so that a training step can draw a
+new sub-network every call without recompiling.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Number of channels per resolution before the channel multiplier (StyleGAN2's table).
+BASE_CHANNELS = {4: 4096, 8: 2048, 16: 1024, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
+# The width ratios a sub-generator may use; the architecture code is one-hot over these.
+RATIOS = (0.25, 0.5, 0.75, 1.0)
+SUPPORTED_RESOLUTIONS = tuple(BASE_CHANNELS)[1:]  # a generator needs at least one up-sampling block
+# The original computes the flexible sampler's lower bound with a hard-coded channel_max.
+_BOTTOM_CHANNEL_MAX = 512
+
+
+def log2_resolution(resolution: int) -> int:
+    if resolution not in SUPPORTED_RESOLUTIONS:
+        raise ValueError(f'resolution={resolution!r} is not supported; expected one of {SUPPORTED_RESOLUTIONS}')
+    return int(math.log2(resolution))
+
+
+def num_elastic_layers(resolution: int) -> int:
+    """Number of elastic layers (= number of styles): 18 for 1024."""
+    return 2 * log2_resolution(resolution) - 2
+
+
+def resolutions_up_to(resolution: int) -> tuple[int, ...]:
+    """The resolutions a generator of ``resolution`` emits RGB at: 4, 8, ..., resolution."""
+    return tuple(2 ** i for i in range(2, log2_resolution(resolution) + 1))
+
+
+def channels_per_resolution(channel_multiplier: float = 2, channel_max: int = 512) -> dict[int, int]:
+    return {r: min(channel_max, int(v * channel_multiplier)) for r, v in BASE_CHANNELS.items()}
+
+
+def _per_layer(per_res: dict[int, int], resolution: int) -> list[int]:
+    # Each resolution owns two elastic layers (input + conv1 at 4; up-conv + conv at the others).
+    return [c for r in resolutions_up_to(resolution) for c in (per_res[r], per_res[r])]
+
+
+def full_channels(resolution: int, channel_multiplier: float = 2, channel_max: int = 512) -> list[int]:
+    """Full width of every elastic layer, in the original's order."""
+    return _per_layer(channels_per_resolution(channel_multiplier, channel_max), resolution)
+
+
+def uniform_channels(resolution: int, ratio: float, full: Sequence[int], channel_max: int = 512) -> list[int]:
+    """Widths of the uniform sub-generator at ``ratio``, computed as the original does.
+
+    The original scales the base table by ``ratio * (full[-1] / base[resolution])`` and clamps
+    to ``channel_max`` *after* scaling, so small ratios can still be clamped at low resolutions.
+    """
+    check_ratio(ratio)
+    mult = full[-1] * 1. / BASE_CHANNELS[resolution]
+    per_res = {r: min(channel_max, int(v * ratio * mult)) for r, v in BASE_CHANNELS.items()}
+    return _per_layer(per_res, resolution)
+
+
+def check_ratio(ratio: float) -> None:
+    if ratio not in RATIOS:
+        raise ValueError(f'channel_ratio={ratio!r} is not supported; expected one of {RATIOS}')
+
+
+def check_channels(channels: Sequence[int], full: Sequence[int]) -> tuple[int, ...]:
+    """Validates a per-layer width list against the full widths; returns it as a tuple of ints."""
+    channels = tuple(channels)
+    if len(channels) != len(full):
+        raise ValueError(f'channels has {len(channels)} entries, expected {len(full)}: one width per elastic layer '
+                         f'(constant input, conv1, then two convolutions per resolution from 8 upward)')
+    for i, (c, f) in enumerate(zip(channels, full)):
+        if int(c) != c or not 1 <= c <= f:
+            raise ValueError(f'channels[{i}]={c!r} is invalid: expected an integer in [1, {f}] (the full width '
+                             f'of elastic layer {i}); full widths are {list(full)}')
+    return tuple(int(c) for c in channels)
+
+
+class FlexibleSpace:
+    """Static description of the flexible search space of one generator.
+
+    ``widths[l, k]`` is the width layer ``l`` gets at ratio ``RATIOS[k]`` (after ``min_channel``
+    clamping and rounding up to ``divided_by``); ``valid[l, k]`` says whether that ratio may be
+    drawn for the layer (it must not go below the 0.25-uniform config, as in the original).
+    """
+
+    def __init__(self, resolution: int, full: Sequence[int], min_channel: int = 8, divided_by: int = 1):
+        self.resolution, self.full = resolution, list(full)
+        bottom = uniform_channels(resolution, RATIOS[0], full, _BOTTOM_CHANNEL_MAX)
+        n = len(full)
+        self.widths = np.zeros((n, len(RATIOS)), np.int32)
+        self.valid = np.zeros((n, len(RATIOS)), bool)
+        for l, (f, b) in enumerate(zip(full, bottom)):
+            for k, r in enumerate(RATIOS):
+                self.valid[l, k] = r * f >= b
+                c = min(max(int(r * f), min_channel), f)
+                self.widths[l, k] = math.ceil(c * 1. / divided_by) * divided_by
+            if not self.valid[l].any():
+                raise ValueError(f'elastic layer {l} (full width {f}) admits no ratio above the 0.25-uniform '
+                                 f'width {b}')
+        # Valid ratio indices packed to the front, so a uniform draw is ``randint(0, n_valid)``.
+        self.n_valid = self.valid.sum(1).astype(np.int32)
+        self.valid_idx = np.array([[k for k in range(len(RATIOS)) if v[k]] + [0] * (len(RATIOS) - v.sum())
+                                   for v in self.valid], np.int32)
+
+    def widths_of(self, ratio_idx) -> jnp.ndarray:
+        return jnp.asarray(self.widths)[jnp.arange(len(self.full)), ratio_idx]
+
+
+def sample(rng: jax.Array, resolution: int, full: Sequence[int], mode: str = 'uniform', min_channel: int = 8,
+           divided_by: int = 1, channel_max: int = 512) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Draws one sub-generator: ``(widths int32[L], ratio_idx int32[L])``.
+
+    ``ratio_idx`` indexes ``RATIOS`` per layer and feeds :func:`arch_code`. Modes follow the
+    original: ``uniform`` (one ratio for every layer), ``flexible`` (a ratio per layer) and
+    ``sandwich`` (full 25%, smallest uniform 25%, flexible 50%). Traceable: one compiled
+    program serves every draw.
+    """
+    n = len(full)
+    uniform = jnp.asarray(np.array([uniform_channels(resolution, r, full, channel_max) for r in RATIOS], np.int32))
+    k_mode, k_ratio = jax.random.split(rng)
+    if mode == 'uniform':
+        k = jax.random.randint(k_ratio, (), 0, len(RATIOS))
+        return uniform[k], jnp.full((n,), k, jnp.int32)
+    if mode not in ('flexible', 'sandwich'):
+        raise ValueError(f"mode={mode!r} is not supported; expected 'uniform', 'flexible' or 'sandwich'")
+    space = FlexibleSpace(resolution, full, min_channel, divided_by)
+    pick = jax.random.randint(k_ratio, (n,), 0, jnp.asarray(space.n_valid))
+    ratio_idx = jnp.asarray(space.valid_idx)[jnp.arange(n), pick]
+    widths = space.widths_of(ratio_idx)
+    if mode == 'flexible':
+        return widths, ratio_idx
+    u = jax.random.uniform(k_mode)
+    full_arr, smallest = jnp.asarray(np.array(full, np.int32)), uniform[0]
+    top, bottom = jnp.full((n,), len(RATIOS) - 1, jnp.int32), jnp.zeros((n,), jnp.int32)
+    widths = jnp.where(u < 0.25, full_arr, jnp.where(u < 0.5, smallest, widths))
+    ratio_idx = jnp.where(u < 0.25, top, jnp.where(u < 0.5, bottom, ratio_idx))
+    return widths, ratio_idx
+
+
+def ratio_index(ratios: Sequence[float]) -> np.ndarray:
+    """Per-layer ratios (floats from ``RATIOS``) to indices."""
+    for r in ratios:
+        check_ratio(r)
+    return np.array([RATIOS.index(r) for r in ratios], np.int32)
+
+
+def arch_code(ratio_idx) -> jnp.ndarray:
+    """The discriminator's architecture code: one-hot over ``RATIOS`` per layer, concatenated."""
+    ratio_idx = jnp.asarray(ratio_idx)
+    return jax.nn.one_hot(ratio_idx, len(RATIOS), dtype=jnp.float32).reshape(*ratio_idx.shape[:-1], -1)
+
+
+def arch_code_length(resolution: int) -> int:
+    return len(RATIOS) * num_elastic_layers(resolution)
+
+
+def masks_from_widths(widths, full: Sequence[int]) -> list[jnp.ndarray]:
+    """Per-layer float masks ``[full_l]`` (1 for live channels) from widths (traced or static)."""
+    widths = jnp.asarray(widths)
+    return [(jnp.arange(f) < widths[..., l, None]).astype(jnp.float32) for l, f in enumerate(full)]
