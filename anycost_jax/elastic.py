@@ -170,3 +170,31 @@ def masks_from_widths(widths, full: Sequence[int]) -> list[jnp.ndarray]:
     """Per-layer float masks ``[full_l]`` (1 for live channels) from widths (traced or static)."""
     widths = jnp.asarray(widths)
     return [(jnp.arange(f) < widths[..., l, None]).astype(jnp.float32) for l, f in enumerate(full)]
+
+
+def export(generator, variables: dict, channel_ratio: float | None = None, channels: Sequence[int] | None = None,
+           target_res: int | None = None):
+    """Cuts a sub-generator out of ``generator``: ``(sub_generator, sub_variables)``.
+
+    The result is a dense, smaller parameter tree that runs on its own in the same ``Generator``
+    class built with the sub-network's widths (and ``output_res`` when ``target_res`` stops
+    early); it keeps the equalized-lr scales of the full network, so its images equal the full
+    generator's at that configuration. Every slice is a prefix on every axis, so the new tree
+    is the old one cut to the shapes of the smaller module.
+    """
+    widths = generator.resolve_channels(channel_ratio, channels) or generator.full_channels()
+    top = generator._check_target_res(target_res)
+    n = 2 * len(resolutions_up_to(top))
+    fan_in = list(generator.fan_in_widths or generator.full_channels())
+    sub = generator.clone(widths=tuple(widths[:n]), fan_in_widths=tuple(fan_in[:n]),
+                          output_res=top if top != generator.resolution else None)
+    shapes = jax.eval_shape(lambda: sub.init({'params': jax.random.key(0)}, jnp.zeros((1, sub.style_dim))))
+
+    def cut(tree, shape_tree):
+        return {k: cut(tree[k], v) if isinstance(v, dict) else
+                np.asarray(tree[k])[tuple(slice(0, d) for d in v.shape)] for k, v in shape_tree.items()}
+
+    sub_vars = cut({k: variables[k] for k in shapes}, dict(shapes))
+    for k in variables:  # e.g. stats/w_avg: independent of the widths
+        sub_vars.setdefault(k, variables[k])
+    return sub, sub_vars

