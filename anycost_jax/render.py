@@ -7,6 +7,7 @@ reader sees how faithful each cheap preview is to the full-cost image.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import statistics
 import time
 from typing import Optional, Sequence
@@ -32,8 +33,9 @@ class SubConfig:
         return f'{width}@{self.target_res or gen.top_res}'
 
 
+@functools.lru_cache(maxsize=64)
 def renderer(gen: Generator, cfg: SubConfig, truncation: float = 1., noise_mode: str = 'const'):
-    """A jitted ``(variables, z[, noise_key]) -> images`` for one static sub-generator."""
+    """A jitted ``(variables, z[, noise_key]) -> images`` for one static sub-generator (cached)."""
     def render(variables, z, noise_key=None):
         rngs = {'noise': noise_key} if noise_key is not None else None
         return gen.apply(variables, z, channel_ratio=cfg.channel_ratio, channels=cfg.channels,

@@ -50,8 +50,6 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def load(flags_) -> tuple:
-    if flags_.init_random == (flags_.checkpoint is not None):
-        raise app.UsageError('pass exactly one of --checkpoint=PATH_OR_URL and --init_random')
     if flags_.checkpoint:
         return convert.load_generator(flags_.checkpoint)
     gen = Generator(flags_.resolution, style_dim=flags_.style_dim, n_mlp=flags_.n_mlp,
@@ -61,6 +59,10 @@ def load(flags_) -> tuple:
 
 def main(argv):
     del argv
+    if FLAGS.init_random == (FLAGS.checkpoint is not None):
+        raise app.UsageError('pass exactly one of --checkpoint=PATH_OR_URL and --init_random')
+    if FLAGS.channel_ratio is not None:
+        elastic.check_ratio(FLAGS.channel_ratio)  # fail before loading or compiling anything
     gen, variables = load(FLAGS)
     seeds = parse_seeds(FLAGS.seeds)
     z = render.z_from_seeds(seeds, gen.style_dim)

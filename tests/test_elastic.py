@@ -1,5 +1,7 @@
 """Elastic channels: masked == sliced == exported, one compile for any sampled sub-network,
 sampler invariants, the architecture code, and channel sorting."""
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -17,10 +19,10 @@ GEN = Generator(32, style_dim=32, n_mlp=2, channel_multiplier=1 / 128)
 def variables():
     v = GEN.init_variables(jax.random.key(0))
     # Non-zero biases and noise strengths, so masking mistakes cannot hide behind zeros.
-    leaves, tree = jax.tree.flatten(v['params'])
-    keys = jax.random.split(jax.random.key(1), len(leaves))
-    leaves = [a + 0.2 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys)]
-    return {**v, 'params': jax.tree.unflatten(tree, leaves)}
+    # (numpy, not eager jax.random: that would compile one program per parameter shape)
+    rng = np.random.default_rng(1)
+    params = jax.tree.map(lambda a: np.asarray(a) + 0.2 * rng.standard_normal(a.shape, np.float32), v['params'])
+    return {**v, 'params': params}
 
 
 @pytest.fixture(autouse=True)
@@ -33,6 +35,12 @@ Z = jax.random.normal(jax.random.key(2), (3, 32))
 FULL = GEN.full_channels()
 
 
+@functools.partial(jax.jit, static_argnums=0, static_argnames=('channel_ratio', 'channels', 'target_res'))
+def apply(gen, variables, z, **kwargs):
+    # One compiled program per static configuration: much faster than eager op-by-op dispatch.
+    return gen.apply(variables, z, **kwargs)
+
+
 def test_full_channels_follow_the_original_table():
     assert elastic.full_channels(1024) == [512] * 10 + [256, 256, 128, 128, 64, 64, 32, 32]
     assert elastic.uniform_channels(1024, 0.5, elastic.full_channels(1024)) == \
@@ -43,11 +51,11 @@ def test_full_channels_follow_the_original_table():
 @pytest.mark.parametrize('ratio', elastic.RATIOS)
 @pytest.mark.parametrize('target_res', [8, 16, 32])
 def test_masked_sliced_and_exported_agree_uniform(variables, ratio, target_res):
-    sliced = GEN.apply(variables, Z, channel_ratio=ratio, target_res=target_res)
+    sliced = apply(GEN, variables, Z, channel_ratio=ratio, target_res=target_res)
     widths = elastic.uniform_channels(32, ratio, FULL, GEN.channel_max)
-    masked = GEN.apply(variables, Z, channel_masks=jnp.array(widths), target_res=target_res)
+    masked = apply(GEN, variables, Z, channel_masks=jnp.array(widths), target_res=target_res)
     sub, sub_vars = elastic.export(GEN, variables, channel_ratio=ratio, target_res=target_res)
-    exported = sub.apply(sub_vars, Z)
+    exported = apply(sub, sub_vars, Z)
     assert sliced.shape == (3, target_res, target_res, 3)
     np.testing.assert_allclose(masked, sliced, rtol=0, atol=1e-5 * float(jnp.abs(sliced).max()))
     np.testing.assert_allclose(exported, sliced, rtol=0, atol=1e-6 * float(jnp.abs(sliced).max()))
@@ -58,23 +66,24 @@ def test_masked_sliced_and_exported_agree_uniform(variables, ratio, target_res):
 
 
 def test_masked_sliced_exported_agree_flexible(variables):
-    for seed in range(4):
-        widths, _ = elastic.sample(jax.random.key(seed), 32, FULL, 'flexible', min_channel=1)
+    sample = jax.jit(lambda key: elastic.sample(key, 32, FULL, 'flexible', min_channel=1))
+    for seed in range(2):
+        widths, _ = sample(jax.random.key(seed))
         ch = [int(c) for c in widths]
-        sliced = GEN.apply(variables, Z, channels=ch)
-        masked = GEN.apply(variables, Z, channel_masks=widths)
+        sliced = apply(GEN, variables, Z, channels=tuple(ch))
+        masked = apply(GEN, variables, Z, channel_masks=widths)
         masks = elastic.masks_from_widths(widths, FULL)
-        masked_list = GEN.apply(variables, Z, channel_masks=masks)
-        sub, sub_vars = elastic.export(GEN, variables, channels=ch)
+        masked_list = apply(GEN, variables, Z, channel_masks=masks)
+        sub, sub_vars = elastic.export(GEN, variables, channels=tuple(ch))
         scale = float(jnp.abs(sliced).max())
         np.testing.assert_allclose(masked, sliced, atol=1e-5 * scale, rtol=0)
         np.testing.assert_allclose(masked_list, masked, atol=0, rtol=0)
-        np.testing.assert_allclose(sub.apply(sub_vars, Z), sliced, atol=1e-6 * scale, rtol=0)
+        np.testing.assert_allclose(apply(sub, sub_vars, Z), sliced, atol=1e-6 * scale, rtol=0)
 
 
 def test_sub_widths_change_the_image(variables):
-    full = GEN.apply(variables, Z)
-    quarter = GEN.apply(variables, Z, channel_ratio=0.25)
+    full = apply(GEN, variables, Z)
+    quarter = apply(GEN, variables, Z, channel_ratio=0.25)
     assert float(jnp.abs(full - quarter).max()) > 1e-2
 
 
@@ -146,8 +155,8 @@ def test_sample_rejects_unknown_mode():
 
 def test_sorting_keeps_the_full_output_and_orders_importance(variables):
     sorted_vars = sorting.sort_channels(GEN, variables, jax.random.key(4), n_sample=2000)
-    full = GEN.apply(variables, Z)
-    np.testing.assert_allclose(GEN.apply(sorted_vars, Z), full, atol=1e-5 * float(jnp.abs(full).max()), rtol=0)
+    full = apply(GEN, variables, Z)
+    np.testing.assert_allclose(apply(GEN, sorted_vars, Z), full, atol=1e-5 * float(jnp.abs(full).max()), rtol=0)
     # After sorting, each layer's input importance is non-increasing (recomputed on fresh latents).
     z = jax.random.normal(jax.random.key(5), (2000, 32))
     w = GEN.apply({'params': sorted_vars['params']}, z, method=Generator.style)

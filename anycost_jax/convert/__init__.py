@@ -8,11 +8,13 @@
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import shutil
 import sys
+import tempfile
 import urllib.parse
 import urllib.request
 from typing import Any
@@ -50,9 +52,10 @@ def _download(url: str) -> str:
     if os.path.exists(dest):
         return dest
     os.makedirs(cache_dir(), exist_ok=True)
-    tmp = dest + '.partial'
+    # A unique partial name: concurrent downloads of the same URL must not write into one file.
+    fd, tmp = tempfile.mkstemp(prefix=f'{digest}-{name}.', suffix='.partial', dir=cache_dir())
     try:
-        with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, 'wb') as f:
+        with urllib.request.urlopen(url, timeout=60) as resp, os.fdopen(fd, 'wb') as f:
             total = int(resp.headers.get('Content-Length') or 0)
             done = 0
             while chunk := resp.read(1 << 20):
@@ -63,11 +66,14 @@ def _download(url: str) -> str:
             print(file=sys.stderr)
         if total and done != total:
             raise OSError(f'download of {url} stopped after {done} of {total} bytes')
-    except Exception as e:  # keep no partial file that a later call could mistake for the checkpoint
+    except BaseException as e:  # keep no partial file that a later call could mistake for the checkpoint
         if os.path.exists(tmp):
             os.remove(tmp)
+        if not isinstance(e, Exception):  # KeyboardInterrupt etc.: clean up, then let it through
+            raise
         raise OSError(f'could not download {url}: {e}. The original authors\' hosted weights are offline; '
                       f'download the .pt file yourself and pass its local path') from e
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache may be shared
     os.replace(tmp, dest)
     return dest
 
@@ -97,6 +103,10 @@ def save_model(path: str, module, variables: dict) -> str:
     import orbax.checkpoint as ocp
     path = os.path.abspath(path)
     if os.path.exists(path):
+        ours = os.path.isdir(path) and (not os.listdir(path) or os.path.exists(os.path.join(path, _MODEL_FILE)))
+        if not ours:  # never delete a file or a directory of something else
+            raise FileExistsError(f'save_model: {path!r} exists and is not a model directory (no {_MODEL_FILE}); '
+                                  f'refusing to overwrite it, pass a new or empty directory')
         shutil.rmtree(path)
     os.makedirs(path)
     with ocp.StandardCheckpointer() as ckptr:
@@ -141,10 +151,15 @@ def _state_dict(obj: Any, key: str, path: str, probe: str) -> dict:
                           f'containing {probe!r}; found {keys}')
 
 
+@functools.partial(jax.jit, static_argnums=(0, 2, 3))
+def _mean_style(gen: Generator, params: dict, n_sample: int, seed: int):
+    # Module-level so repeated loads of the same architecture reuse one compiled program.
+    return gen.apply({'params': params}, n_sample, jax.random.key(seed), method=Generator.mean_style)
+
+
 def add_mean_style(gen: Generator, variables: dict, n_sample: int = MEAN_STYLE_SAMPLES, seed: int = 0) -> dict:
     """Adds ``stats/w_avg`` (mean w over ``n_sample`` z) so truncation works without a style."""
-    w_avg = jax.jit(lambda v: gen.apply(v, n_sample, jax.random.key(seed), method=Generator.mean_style))(
-        {'params': variables['params']})
+    w_avg = _mean_style(gen, variables['params'], n_sample, seed)
     return {**variables, 'stats': {'w_avg': np.asarray(w_avg)}}
 
 

@@ -87,17 +87,24 @@ def infer_generator(sd: dict) -> Generator:
     style_dim = sd['style.1.weight'].shape[1]
     n_blocks = len({k.split('.')[1] for k in sd if k.startswith('to_rgbs.')})
     resolution = 2 ** (n_blocks + 2)
+    if resolution not in elastic.SUPPORTED_RESOLUTIONS:
+        raise ConversionError(f'the state dict has {n_blocks} to_rgbs blocks, i.e. resolution {resolution}; '
+                              f'expected one of {elastic.SUPPORTED_RESOLUTIONS}')
+    top_key = f'to_rgbs.{n_blocks - 1}.conv.weight'
+    _require(sd, [top_key], f'an Anycost/StyleGAN2 generator (g_ema) of resolution {resolution}')
     c4 = sd['input.input'].shape[1]
-    c_top = sd[f'to_rgbs.{n_blocks - 1}.conv.weight'].shape[2] if n_blocks else sd['conv1.conv.weight'].shape[1]
+    c_top = sd[top_key].shape[2]
     mult = c_top / elastic.BASE_CHANNELS[resolution]
     gen = Generator(resolution, style_dim=style_dim, n_mlp=n_mlp, channel_multiplier=mult, channel_max=c4)
     try:
         expected = gen.full_channels()
     except ValueError as e:
         raise ConversionError(f'cannot infer the generator from the state dict: {e}') from e
-    found = [c4, sd['conv1.conv.weight'].shape[1]] + [sd[f'convs.{j}.conv.weight'].shape[1]
-                                                      for j in range(2 * n_blocks) if f'convs.{j}.conv.weight' in sd]
-    if found != expected:
+    # The width of every elastic layer (modconv weights are [1, out, in, k, k]); a layer whose key
+    # is missing is skipped here and reported (with every other missing key) by from_state_dict.
+    found = [c4, sd['conv1.conv.weight'].shape[1]] + [
+        sd[k].shape[1] if k in sd else None for k in (f'convs.{j}.conv.weight' for j in range(2 * n_blocks))]
+    if any(f is not None and f != e for f, e in zip(found, expected)) or len(found) != len(expected):
         raise ConversionError(f'generator widths {found} do not follow the StyleGAN2 channel table '
                               f'(expected {expected} for resolution {resolution}, multiplier {mult}, max {c4})')
     return gen
@@ -163,15 +170,23 @@ def infer_discriminator(sd: dict):
     c_top = sd['convs.0.0.weight'].shape[0]
     if 'blocks.0.conv1.0.weight' in sd:
         n_blocks = len({k.split('.')[1] for k in sd if k.startswith('blocks.')})
-        resolution = 2 ** (n_blocks + 2)
+        resolution = _disc_resolution(n_blocks)
         n_res = len({k.split('.')[1] for k in sd if k.startswith('convs.')})
         modulate = any('_mapping.' in k for k in sd)
         mult = c_top / elastic.BASE_CHANNELS[resolution]
         return DiscriminatorMultiRes(resolution, n_res=n_res, modulate=modulate, channel_multiplier=mult,
                                      channel_max=c4)
     n_blocks = len({k.split('.')[1] for k in sd if k.startswith('convs.')}) - 1
-    resolution = 2 ** (n_blocks + 2)
+    resolution = _disc_resolution(n_blocks)
     return Discriminator(resolution, channel_multiplier=c_top / elastic.BASE_CHANNELS[resolution], channel_max=c4)
+
+
+def _disc_resolution(n_blocks: int) -> int:
+    resolution = 2 ** (n_blocks + 2)
+    if resolution not in elastic.SUPPORTED_RESOLUTIONS:
+        raise ConversionError(f'the discriminator state dict has {n_blocks} residual blocks, i.e. resolution '
+                              f'{resolution}; expected one of {elastic.SUPPORTED_RESOLUTIONS}')
+    return resolution
 
 
 # --------------------------------------------------------------------------- generic conversion
@@ -207,9 +222,10 @@ def from_state_dict(model, sd: dict, table: list, buffers: dict, shapes: dict) -
     missing = sorted(k for k in known if k not in sd)
     extra = sorted(k for k in sd if k not in known)
     if missing or extra:
+        def some(keys):
+            return f'{keys[:10]}' + (f' ... ({len(keys)} in all)' if len(keys) > 10 else '')
         raise ConversionError(f'state dict does not match {type(model).__name__}(resolution={model.resolution}): '
-                              f'missing keys {missing[:10]}{" ..." if len(missing) > 10 else ""}, '
-                              f'unexpected keys {extra[:10]}{" ..." if len(extra) > 10 else ""}')
+                              f'missing keys {some(missing)}, unexpected keys {some(extra)}')
     for k, ref in buffers.items():
         if sd[k].shape != ref.shape or not np.allclose(sd[k], ref, atol=1e-6):
             raise ConversionError(f'buffer {k} holds a blur kernel other than {list(model.blur_kernel)}; '
@@ -225,7 +241,14 @@ def from_state_dict(model, sd: dict, table: list, buffers: dict, shapes: dict) -
 
 
 def to_state_dict(variables: dict, table: list, buffers: dict) -> dict:
-    sd = {tk: np.ascontiguousarray(_layout(lay)[1](np.asarray(_get(variables, path)))) for tk, path, lay in table}
+    sd = {}
+    for tk, path, lay in table:
+        try:
+            value = np.asarray(_get(variables, path))
+        except (KeyError, TypeError) as e:
+            hint = " (pass the full variables, including the 'noise' collection)" if path[0] == 'noise' else ''
+            raise ConversionError(f'variables lack {"/".join(path)} (needed for {tk}){hint}') from e
+        sd[tk] = np.ascontiguousarray(_layout(lay)[1](value))
     sd.update({k: np.ascontiguousarray(v) for k, v in buffers.items()})
     return sd
 
@@ -234,7 +257,19 @@ def _shapes(model, *args) -> dict:
     return jax.eval_shape(lambda: model.init({'params': jax.random.key(0)}, *args))
 
 
+def _check_resolution(model, sd: dict, prefix: str, offset: int, what: str) -> None:
+    """A clear error when an explicit ``model`` gets the checkpoint of another resolution."""
+    n = len({k.split('.')[1] for k in sd if k.startswith(prefix)})
+    r, have = 2 ** (n + offset), getattr(model, 'top_res', model.resolution)  # top_res: a generator's output_res
+    if n and have != r:
+        raise ConversionError(f'the state dict holds a {r}x{r} {what}, but the given {type(model).__name__} has '
+                              f'resolution={have}; build it with resolution={r}, or pass none to infer it from '
+                              f'the state dict')
+
+
 def generator_from_state_dict(sd: dict, gen: Generator | None = None):
+    if gen is not None:
+        _check_resolution(gen, sd, 'to_rgbs.', 2, 'generator')
     gen = gen or infer_generator(sd)
     shapes = _shapes(gen, np.zeros((1, gen.style_dim), np.float32))
     return gen, from_state_dict(gen, sd, generator_table(gen), _generator_buffers(gen), shapes)
@@ -254,6 +289,10 @@ def _disc_init_args(disc):
 
 
 def discriminator_from_state_dict(sd: dict, disc=None):
+    if isinstance(disc, DiscriminatorMultiRes) and 'blocks.0.conv1.0.weight' in sd:
+        _check_resolution(disc, sd, 'blocks.', 2, 'discriminator')
+    elif isinstance(disc, Discriminator) and 'blocks.0.conv1.0.weight' not in sd:
+        _check_resolution(disc, sd, 'convs.', 1, 'discriminator')
     disc = disc or infer_discriminator(sd)
     shapes = _shapes(disc, *_disc_init_args(disc))
     return disc, from_state_dict(disc, sd, discriminator_table(disc), _discriminator_buffers(disc), shapes)

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from anycost_jax import elastic
+from anycost_jax.models.common import init_variables
 from anycost_jax.nn.layers import ConvLayer, EqualDense, ResBlock
 
 Array = jax.Array
@@ -69,6 +70,9 @@ class Discriminator(nn.Module):
     channel_max: int = 512
     blur_kernel: Sequence[float] = (1, 3, 3, 1)
 
+    def init_variables(self, rng: Array) -> dict:
+        return init_variables(self, rng, jnp.zeros((1, self.resolution, self.resolution, 3)))
+
     @nn.compact
     def __call__(self, x: Array) -> Array:
         _check_images(x, (self.resolution,))
@@ -96,6 +100,10 @@ class DiscriminatorMultiRes(nn.Module):
     @property
     def arch_code_length(self) -> int:
         return elastic.arch_code_length(self.resolution)
+
+    def init_variables(self, rng: Array) -> dict:
+        arch = jnp.zeros((self.arch_code_length,)) if self.modulate else None
+        return init_variables(self, rng, jnp.zeros((1, self.resolution, self.resolution, 3)), arch)
 
     @nn.compact
     def __call__(self, x: Array, arch: Optional[Array] = None) -> Array:

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from anycost_jax import elastic
+from anycost_jax.models.common import init_variables
 from anycost_jax.nn.layers import ConstantInput, EqualDense, PixelNorm, StyledConv, ToRGB
 
 Array = jax.Array
@@ -257,5 +258,4 @@ class Generator(nn.Module):
 
     def init_variables(self, rng: Array) -> dict:
         """Initial variables (params + const noise buffers) of the full network."""
-        z = jnp.zeros((1, self.style_dim))
-        return self.init({'params': rng}, z)
+        return init_variables(self, rng, jnp.zeros((1, self.style_dim)))
