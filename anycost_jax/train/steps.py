@@ -1,0 +1,299 @@
+"""Training steps with pmap semantics: per-device bodies under ``jax.jit(jax.shard_map(...))``.
+
+Every device holds the whole (replicated) state and its own slice of the global batch. It
+draws its own latents, noise, sub-network (channel masks) and training resolutions from
+``fold_in(step_rng, axis_index('data'))``, so one compiled program serves every draw, and
+gradients are averaged with ``pmean`` over the ``data`` axis, which keeps the replicas equal.
+
+Four programs per stage, as the original alternates them:
+* ``d_step``: logistic loss on the sampled resolutions; reals are paired with a randomly drawn
+  architecture code, fakes with the code of the sub-network that made them;
+* ``d_reg_step``: lazy R1 (``gamma / 2 * R1 * d_reg_every``) on one resolution, drawn by the caller;
+* ``g_step``: non-saturating loss through D on the sampled resolutions, plus distillation
+  from the frozen full-width teacher (same z, mixing index and noise); then the EMA update;
+* ``g_reg_step``: lazy path length regularization (stage 0 only), then the EMA update.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+from typing import Any, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import PartitionSpec as P
+
+from anycost_jax import elastic
+from anycost_jax.models.generator import Generator
+from anycost_jax.train import losses
+
+AXIS = 'data'
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    rng: jax.Array
+    g_params: Any
+    g_noise: Any  # G's stored noise buffers (used at evaluation, never trained)
+    d_params: Any
+    ema_params: Any
+    g_opt_state: Any
+    d_opt_state: Any
+    mean_path_length: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """The static knobs of the step programs (built from the experiment ConfigDict)."""
+    n_res: int = 1                   # output resolutions trained (highest n_res)
+    n_sampled_res: int = 1           # of which this many are drawn per step
+    mixing_prob: float = 0.9
+    r1_gamma: float = 10.
+    d_reg_every: int = 16
+    pl_weight: float = 0.            # path length weight (2 in stage 0, else 0)
+    g_reg_every: int = 8
+    pl_batch_shrink: int = 2
+    pl_decay: float = 0.01
+    distill_weight: float = 0.       # 0: no teacher
+    use_lpips: bool = True
+    channel_mode: Optional[str] = None  # None (full width), 'uniform', 'flexible' or 'sandwich'
+    min_channel: int = 8
+    divided_by: int = 1
+    conditioned_d: bool = False
+    ema_beta: float = 0.999
+
+    def __post_init__(self):
+        if not 1 <= self.n_sampled_res <= self.n_res:
+            raise ValueError(f'n_sampled_res={self.n_sampled_res} must be in [1, n_res={self.n_res}]')
+        if self.channel_mode not in (None, 'uniform', 'flexible', 'sandwich'):
+            raise ValueError(f'channel_mode={self.channel_mode!r}; expected None, uniform, flexible or sandwich')
+        if self.conditioned_d and self.channel_mode is None:
+            raise ValueError('conditioned_d needs elastic channels (channel_mode)')
+
+
+def ema_beta(global_batch: int, half_life_kimg: float) -> float:
+    """EMA decay per step for a half-life in thousands of images (the original's formula)."""
+    return 0.5 ** (global_batch / (half_life_kimg * 1000.))
+
+
+def adam(lr: float) -> optax.GradientTransformation:
+    return optax.adam(lr, b1=0., b2=0.99, eps=1e-8)
+
+
+def create_state(rng, g_vars, d_vars, g_tx, d_tx) -> TrainState:
+    # The EMA starts as a *copy*: the state is donated, and one buffer must not be donated twice.
+    ema = jax.tree.map(lambda a: jnp.array(a, copy=True), g_vars['params'])
+    return TrainState(step=jnp.zeros((), jnp.int32), rng=rng, g_params=g_vars['params'],
+                      g_noise=g_vars.get('noise', {}), d_params=d_vars['params'], ema_params=ema,
+                      g_opt_state=g_tx.init(g_vars['params']), d_opt_state=d_tx.init(d_vars['params']),
+                      mean_path_length=jnp.zeros((), jnp.float32))
+
+
+class Steps:
+    """Builds the four per-device step programs for one stage."""
+
+    def __init__(self, mesh, gen: Generator, disc, cfg: StepConfig, g_tx, d_tx, teacher: Optional[Generator] = None):
+        self.mesh, self.gen, self.disc, self.cfg = mesh, gen, disc, cfg
+        self.g_tx, self.d_tx = g_tx, d_tx
+        self.teacher = teacher if cfg.distill_weight > 0 else None
+        if cfg.distill_weight > 0 and teacher is None:
+            raise ValueError('distill_weight > 0 needs a teacher generator')
+        self.full = gen.full_channels()
+        self.resolutions = gen.output_resolutions[::-1][:cfg.n_res]  # highest first, like the data
+        self.traces = collections.Counter()  # program name -> times traced (= compiled)
+
+    # ------------------------------------------------------------------ per-device helpers
+
+    def _keys(self, state: TrainState, tag: int, n: int):
+        key = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), tag)
+        return jax.random.split(jax.random.fold_in(key, jax.lax.axis_index(AXIS)), n)
+
+    def _arch(self, key):
+        """(widths or None, architecture code or None) of one sampled sub-network."""
+        if self.cfg.channel_mode is None:
+            return None, None
+        widths, ratio_idx = elastic.sample(key, self.gen.resolution, self.full, self.cfg.channel_mode,
+                                           self.cfg.min_channel, self.cfg.divided_by, self.gen.channel_max)
+        return widths, (elastic.arch_code(ratio_idx) if self.cfg.conditioned_d else None)
+
+    def _latents(self, key, batch: int):
+        """z [B, 2, D] and an inject index (n_style, i.e. no mixing, with prob 1 - mixing_prob)."""
+        kz, km, ki = jax.random.split(key, 3)
+        z = jax.random.normal(kz, (batch, 2, self.gen.style_dim))
+        n = self.gen.n_style
+        mix = jax.random.uniform(km) < self.cfg.mixing_prob
+        return z, jnp.where(mix, jax.random.randint(ki, (), 1, n), n)
+
+    def _selected(self, key):
+        """Boolean [n_res]: the resolutions trained this step."""
+        order = jax.random.permutation(key, self.cfg.n_res)
+        return jnp.zeros(self.cfg.n_res, bool).at[order[:self.cfg.n_sampled_res]].set(True)
+
+    def _render(self, g_params, noise, z, inject, widths, noise_key, gen=None):
+        """Every trained resolution's RGB output, highest first."""
+        gen = gen or self.gen
+        _, rgbs = gen.apply({'params': g_params, 'noise': noise}, z, channel_masks=widths, inject_index=inject,
+                            noise_mode='random', rngs={'noise': noise_key}, return_rgbs=True)
+        return rgbs[::-1][:self.cfg.n_res]
+
+    def _d(self, d_params, x, arch):
+        args = (arch,) if self.cfg.conditioned_d else ()
+        return self.disc.apply({'params': d_params}, x, *args)
+
+    # ------------------------------------------------------------------ bodies
+
+    def _d_body(self, state: TrainState, reals):
+        k_lat, k_arch, k_real_arch, k_res, k_noise = self._keys(state, 0, 5)
+        z, inject = self._latents(k_lat, reals[0].shape[0])
+        widths, arch = self._arch(k_arch)
+        _, real_arch = self._arch(k_real_arch)
+        fakes = jax.lax.stop_gradient(self._render(state.g_params, state.g_noise, z, inject, widths, k_noise))
+        selected = self._selected(k_res)
+
+        def loss_fn(d_params):
+            total, real_acc, fake_acc = 0., 0., 0.
+            for i in range(self.cfg.n_res):
+                def at_res(dp, i=i):
+                    real_logits = self._d(dp, reals[i], real_arch)
+                    fake_logits = self._d(dp, fakes[i], arch)
+                    return (losses.d_logistic_loss(real_logits, fake_logits), (real_logits > 0).mean(),
+                            (fake_logits < 0).mean())
+                # Masked rather than lax.cond: a cond under shard_map segfaults XLA:CPU (jax 0.10.2), at
+                # the price of evaluating D at the unsampled resolutions too.
+                l, ra, fa = [jnp.where(selected[i], v, 0.) for v in at_res(d_params)]
+                total, real_acc, fake_acc = total + l, real_acc + ra, fake_acc + fa
+            n = self.cfg.n_sampled_res
+            return total, {'d_loss': total, 'd_real_acc': real_acc / n, 'd_fake_acc': fake_acc / n}
+
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.d_params)
+        grads = jax.lax.pmean(grads, AXIS)
+        updates, d_opt = self.d_tx.update(grads, state.d_opt_state, state.d_params)
+        state = state.replace(d_params=optax.apply_updates(state.d_params, updates), d_opt_state=d_opt)
+        return state, jax.lax.pmean(metrics, AXIS)
+
+    def _d_reg_body(self, state: TrainState, reals, which: int):
+        (k_arch,) = self._keys(state, 1, 1)
+        _, arch = self._arch(k_arch)  # the original regularizes reals with the fakes' code
+
+        def loss_fn(d_params):
+            r1 = losses.r1_penalty(lambda v: self._d(d_params, v, arch), reals[which])
+            return self.cfg.r1_gamma / 2 * r1 * self.cfg.d_reg_every, r1
+
+        grads, r1 = jax.grad(loss_fn, has_aux=True)(state.d_params)
+        grads = jax.lax.pmean(grads, AXIS)
+        updates, d_opt = self.d_tx.update(grads, state.d_opt_state, state.d_params)
+        state = state.replace(d_params=optax.apply_updates(state.d_params, updates), d_opt_state=d_opt)
+        return state, {'r1': jax.lax.pmean(r1, AXIS)}
+
+    def _apply_g(self, state: TrainState, grads):
+        grads = jax.lax.pmean(grads, AXIS)
+        updates, g_opt = self.g_tx.update(grads, state.g_opt_state, state.g_params)
+        params = optax.apply_updates(state.g_params, updates)
+        beta = self.cfg.ema_beta
+        ema = jax.tree.map(lambda e, p: beta * e + (1 - beta) * p, state.ema_params, params)
+        return state.replace(g_params=params, g_opt_state=g_opt, ema_params=ema)
+
+    def _g_body(self, state: TrainState, reals, teacher_params):
+        k_lat, k_arch, k_res, k_noise = self._keys(state, 2, 4)
+        z, inject = self._latents(k_lat, reals[0].shape[0])
+        widths, arch = self._arch(k_arch)
+        selected = self._selected(k_res)
+        teacher_img = None
+        if self.teacher is not None:  # same z, mixing index and noise, full width
+            teacher_img = self.teacher.apply({'params': teacher_params, 'noise': {}}, z, inject_index=inject,
+                                             noise_mode='random', rngs={'noise': k_noise})
+            teacher_img = jax.lax.stop_gradient(teacher_img)
+
+        def loss_fn(g_params):
+            rgbs = self._render(g_params, state.g_noise, z, inject, widths, k_noise)
+            adv = 0.
+            for i in range(self.cfg.n_res):
+                adv = adv + jnp.where(selected[i], losses.g_nonsaturating_loss(
+                    self._d(state.d_params, rgbs[i], arch)), 0.)  # masked: see _d_body
+            metrics = {'g_loss': adv}
+            total = adv
+            if teacher_img is not None:
+                distill = losses.distillation_loss(rgbs[::-1], teacher_img, self.cfg.use_lpips)
+                total = total + self.cfg.distill_weight * distill
+                metrics['distill_loss'] = distill
+            return total, metrics
+
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.g_params)
+        state = self._apply_g(state, grads).replace(step=state.step + 1)  # the G step closes an iteration
+        return state, jax.lax.pmean(metrics, AXIS)
+
+    def _g_reg_body(self, state: TrainState, reals):
+        k_lat, k_noise, k_pl = self._keys(state, 3, 3)
+        batch = max(1, reals[0].shape[0] // self.cfg.pl_batch_shrink)
+        z, inject = self._latents(k_lat, batch)
+        gen = self.gen
+
+        def loss_fn(g_params):
+            v = {'params': g_params, 'noise': state.g_noise}
+            _, wplus = gen.apply(v, z, inject_index=inject, noise_mode='random', rngs={'noise': k_noise},
+                                 return_styles=True)
+            synth = lambda w: gen.apply(v, w, input_is_style=True, noise_mode='random', rngs={'noise': k_noise})
+            pen, new_mean, lengths = losses.path_length_penalty(synth, wplus, state.mean_path_length, k_pl,
+                                                                self.cfg.pl_decay)
+            return self.cfg.pl_weight * self.cfg.g_reg_every * pen, (pen, new_mean, lengths.mean())
+
+        grads, (pen, new_mean, length) = jax.grad(loss_fn, has_aux=True)(state.g_params)
+        state = self._apply_g(state, grads)
+        state = state.replace(mean_path_length=jax.lax.pmean(new_mean, AXIS))
+        return state, jax.lax.pmean({'path_loss': pen, 'path_length': length}, AXIS)
+
+    # ------------------------------------------------------------------ placement
+
+    def shard_batch(self, local_batch):
+        """This process's slice of the global batch -> global arrays split over ``data``."""
+        sharding = jax.sharding.NamedSharding(self.mesh, P(AXIS))
+        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
+
+    def replicate(self, tree):
+        """Copies a pytree (the state, teacher parameters) onto every device of the mesh.
+
+        Never aliases the input's buffers: the state is donated to every step, and a buffer it
+        shared with another tree (e.g. a teacher made from the same parameters) would be freed.
+        """
+        # Through host memory: device_put(..., may_alias=False) still shared device 0's buffer
+        # between two trees made from the same arrays (jax 0.10.2). Set-up only, so cheap enough.
+        def fresh(x):
+            if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+                return jax.random.wrap_key_data(np.asarray(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+            return np.asarray(x)
+        return jax.device_put(jax.tree.map(fresh, tree), jax.sharding.NamedSharding(self.mesh, P()))
+
+    # ------------------------------------------------------------------ compiled programs
+
+    def _wrap(self, body, name: str, n_extra: int = 0):
+        """jit(shard_map(body)): state replicated, batch split over ``data``; state donated."""
+        in_specs = (P(), P(AXIS)) + (P(),) * n_extra
+
+        def counted(*args):  # runs once per trace, i.e. once per compilation
+            self.traces[name] += 1
+            return body(*args)
+
+        fn = jax.shard_map(counted, mesh=self.mesh, in_specs=in_specs, out_specs=(P(), P()))
+        # Outputs pinned to the exact sharding of replicate(): an equivalent spec spelled
+        # differently (P(None, None) vs P()) would miss the cache and recompile on the next call.
+        return jax.jit(fn, donate_argnums=0, out_shardings=jax.sharding.NamedSharding(self.mesh, P()))
+
+    def programs(self) -> dict:
+        """``{name: fn(state, reals[, teacher_params]) -> (state, metrics)}``; ``g_step`` advances the step.
+
+        ``d_reg_step(state, reals, which)`` regularizes the resolution ``reals[which]``.
+        """
+        # The R1 resolution is static (one program per resolution, compiled on first use) because
+        # lax.switch / lax.cond under shard_map segfault XLA:CPU (jax 0.10.2); the caller draws it.
+        r1_programs = [self._wrap(functools.partial(self._d_reg_body, which=i), f'd_reg_step_{i}')
+                       for i in range(self.cfg.n_res)]
+        out = {'d_step': self._wrap(self._d_body, 'd_step'), 'g_step': self._wrap(self._g_body, 'g_step', 1),
+               'd_reg_step': lambda state, reals, which=0: r1_programs[which](state, reals)}
+        if self.cfg.pl_weight > 0:
+            out['g_reg_step'] = self._wrap(self._g_reg_body, 'g_reg_step')
+        return out
