@@ -1,6 +1,18 @@
-"""Test session setup: 8 simulated CPU devices (must happen before JAX is imported)."""
+"""Test session setup (before JAX is imported): 8 simulated CPU devices, and a compilation
+cache shared by every test and subprocess of this session, so that the many tests that build
+the same tiny programs (and the subprocesses that launch them again) compile each only once."""
+import atexit
 import os
+import shutil
+import tempfile
 
 flags = os.environ.get('XLA_FLAGS', '')
 if '--xla_force_host_platform_device_count' not in flags:
     os.environ['XLA_FLAGS'] = (flags + ' --xla_force_host_platform_device_count=8').strip()
+
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+    _cache = tempfile.mkdtemp(prefix='anycost-jax-test-cache-')
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ['JAX_COMPILATION_CACHE_DIR'] = _cache
+    os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+    os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'

@@ -51,7 +51,7 @@ def test_every_stage_runs_and_replicas_agree(stage):
     for name in ('d_step', 'd_reg_step', 'g_step', 'g_reg_step'):
         if name not in progs:
             continue
-        args = (teacher,) if name == 'g_step' else (cfg.n_res - 1,) if name == 'd_reg_step' else ()
+        args = (teacher,) if name == 'g_step' else ()
         state, m = progs[name](state, batch, *args)
         metrics.update(m)
     assert int(state.step) == 1
@@ -78,8 +78,9 @@ def test_one_compile_for_every_sampled_subnetwork():
     for i in range(4):  # new z, widths, resolutions and noise every step, same programs
         batch = steps.shard_batch(reals(n_res=2, seed=i))
         state, _ = progs['d_step'](state, batch)
+        state, _ = progs['d_reg_step'](state, batch)  # R1 at a resolution drawn per step
         state, _ = progs['g_step'](state, batch, teacher)
-    assert steps.traces['d_step'] == 1 and steps.traces['g_step'] == 1, steps.traces
+    assert dict(steps.traces) == {'d_step': 1, 'd_reg_step': 1, 'g_step': 1}, steps.traces
     assert int(state.step) == 4
 
 

@@ -8,7 +8,7 @@ gradients are averaged with ``pmean`` over the ``data`` axis, which keeps the re
 Four programs per stage, as the original alternates them:
 * ``d_step``: logistic loss on the sampled resolutions; reals are paired with a randomly drawn
   architecture code, fakes with the code of the sub-network that made them;
-* ``d_reg_step``: lazy R1 (``gamma / 2 * R1 * d_reg_every``) on one resolution, drawn by the caller;
+* ``d_reg_step``: lazy R1 (``gamma / 2 * R1 * d_reg_every``) on one resolution drawn per step;
 * ``g_step``: non-saturating loss through D on the sampled resolutions, plus distillation
   from the frozen full-width teacher (same z, mixing index and noise); then the EMA update;
 * ``g_reg_step``: lazy path length regularization (stage 0 only), then the EMA update.
@@ -66,6 +66,7 @@ class StepConfig:
     divided_by: int = 1
     conditioned_d: bool = False
     ema_beta: float = 0.999
+    teacher_is_ema: bool = False     # distill from this run's own EMA generator (in-place distillation)
 
     def __post_init__(self):
         if not 1 <= self.n_sampled_res <= self.n_res:
@@ -176,12 +177,17 @@ class Steps:
         state = state.replace(d_params=optax.apply_updates(state.d_params, updates), d_opt_state=d_opt)
         return state, jax.lax.pmean(metrics, AXIS)
 
-    def _d_reg_body(self, state: TrainState, reals, which: int):
-        (k_arch,) = self._keys(state, 1, 1)
+    def _d_reg_body(self, state: TrainState, reals):
+        k_arch, k_res = self._keys(state, 1, 2)
         _, arch = self._arch(k_arch)  # the original regularizes reals with the fakes' code
+        # One resolution, drawn per step (the same on every device: the key ignores the device).
+        key = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), 5)
+        which = jax.random.randint(key, (), 0, self.cfg.n_res)
 
         def loss_fn(d_params):
-            r1 = losses.r1_penalty(lambda v: self._d(d_params, v, arch), reals[which])
+            r1 = 0.
+            for i in range(self.cfg.n_res):  # masked, not lax.switch: see _d_body
+                r1 = r1 + jnp.where(which == i, losses.r1_penalty(lambda v: self._d(d_params, v, arch), reals[i]), 0.)
             return self.cfg.r1_gamma / 2 * r1 * self.cfg.d_reg_every, r1
 
         grads, r1 = jax.grad(loss_fn, has_aux=True)(state.d_params)
@@ -205,6 +211,8 @@ class Steps:
         selected = self._selected(k_res)
         teacher_img = None
         if self.teacher is not None:  # same z, mixing index and noise, full width
+            if self.cfg.teacher_is_ema:  # the EMA lives in the (donated) state: never pass it separately
+                teacher_params = state.ema_params
             teacher_img = self.teacher.apply({'params': teacher_params, 'noise': {}}, z, inject_index=inject,
                                              noise_mode='random', rngs={'noise': k_noise})
             teacher_img = jax.lax.stop_gradient(teacher_img)
@@ -286,14 +294,9 @@ class Steps:
     def programs(self) -> dict:
         """``{name: fn(state, reals[, teacher_params]) -> (state, metrics)}``; ``g_step`` advances the step.
 
-        ``d_reg_step(state, reals, which)`` regularizes the resolution ``reals[which]``.
         """
-        # The R1 resolution is static (one program per resolution, compiled on first use) because
-        # lax.switch / lax.cond under shard_map segfault XLA:CPU (jax 0.10.2); the caller draws it.
-        r1_programs = [self._wrap(functools.partial(self._d_reg_body, which=i), f'd_reg_step_{i}')
-                       for i in range(self.cfg.n_res)]
         out = {'d_step': self._wrap(self._d_body, 'd_step'), 'g_step': self._wrap(self._g_body, 'g_step', 1),
-               'd_reg_step': lambda state, reals, which=0: r1_programs[which](state, reals)}
+               'd_reg_step': self._wrap(self._d_reg_body, 'd_reg_step')}
         if self.cfg.pl_weight > 0:
             out['g_reg_step'] = self._wrap(self._g_reg_body, 'g_reg_step')
         return out

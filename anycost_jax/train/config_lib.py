@@ -1,0 +1,104 @@
+"""The experiment ConfigDict shared by every config file, and what the trainer derives from it.
+
+Every file in ``configs/`` starts from :func:`base_config` and overrides fields, so every run
+is overridden the same way on the command line (``--config.batch_size=64``). The defaults are
+the original's FFHQ 1024 config-f training (``tools/train_gan.py`` and ``scripts/``):
+
+* Adam, lr 0.002, betas (0, 0.99), for G and D; global batch 32 (8 GPUs x 4);
+* lazy R1 10 every 16 steps; path length 2 every 8 steps, batch shrink 2 (stage 0 only);
+* style mixing probability 0.9; G EMA half-life 10k images;
+* multi-resolution: 4 resolutions, 2 sampled per step; distillation weight 2 (MSE at every
+  output resolution + LPIPS-VGG); elastic channels: min channel 8, widths divisible by 4.
+"""
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+from anycost_jax.train import steps as steps_lib
+
+CHANNEL_MODES = ('uniform', 'flexible', 'sandwich')
+# The run shape a checkpoint must match to be resumed (everything else may change on resume,
+# e.g. num_steps, logging intervals).
+RESUME_KEYS = ('resolution', 'model', 'n_res', 'channel_mode', 'conditioned_d', 'dataset', 'seed', 'batch_size')
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = 'stylegan2'                 # a label for logs
+    # ---- data
+    c.dataset = 'ffhq'                   # 'ffhq', 'anycost_shapes' or a prepared TFDS catalog image dataset
+    c.data_dir = config_dict.placeholder(str)    # TFDS data dir (default ~/tensorflow_datasets)
+    c.manual_dir = config_dict.placeholder(str)  # FFHQ: a folder or zip of the images
+    c.flip = True                        # horizontal flips (same flip at every resolution)
+    # ---- models
+    c.resolution = 1024
+    c.model = ml_collections.ConfigDict(dict(style_dim=512, n_mlp=8, channel_multiplier=2., channel_max=512))
+    # ---- optimization
+    c.batch_size = 32                    # global, over every device of every host
+    c.num_steps = 781_250                # 25M images at batch 32
+    c.lr = 0.002
+    c.r1 = 10.
+    c.d_reg_every = 16
+    c.path_regularize = 2.               # stage 0 only; g_reg_every = 0 turns it off
+    c.g_reg_every = 8
+    c.path_batch_shrink = 2
+    c.mixing_prob = 0.9
+    c.half_life_kimg = 10.
+    # ---- anycost
+    c.n_res = 1                          # output resolutions trained (the highest n_res)
+    c.n_sampled_res = 1                  # of which this many per step
+    c.channel_mode = config_dict.placeholder(str)  # None: full width; 'uniform', 'flexible', 'sandwich'
+    c.min_channel = 8
+    c.divided_by = 4
+    c.conditioned_d = False              # D modulated by G's architecture code
+    c.sort_pretrain = False              # sort tune_from's channels by importance first
+    c.distill_weight = 0.                # > 0 needs a teacher
+    c.use_lpips = True
+    c.tune_from = config_dict.placeholder(str)  # initial G (g_ema) and D: .pt, URL, model dir or workdir
+    c.teacher = config_dict.placeholder(str)    # frozen full generator; 'ema': this run's own EMA G
+    # ---- bookkeeping
+    c.seed = 0
+    c.log_every = 100
+    c.sample_every = 1000
+    c.n_samples = 4                      # fixed z of the sample grids
+    c.sample_truncation = 0.5
+    c.checkpoint_every = 2000
+    c.keep_checkpoints = 3
+    c.eval_every = 0                     # 0: no periodic evaluation
+    c.eval_metrics = ()                  # names registered in anycost_jax.train.trainer.EVALUATORS
+    return c
+
+
+def check(config) -> None:
+    """Raises ValueError for a config that cannot run, saying which field to change."""
+    def need(ok, msg):
+        if not ok:
+            raise ValueError(f'config: {msg}')
+    need(config.resolution >= 8 and config.resolution & (config.resolution - 1) == 0,
+         f'resolution={config.resolution} must be a power of two >= 8')
+    need(config.batch_size >= 1 and config.num_steps >= 1, 'batch_size and num_steps must be positive')
+    need(config.channel_mode in (None,) + CHANNEL_MODES,
+         f'channel_mode={config.channel_mode!r}; expected None, {", ".join(CHANNEL_MODES)}')
+    need(not config.conditioned_d or config.channel_mode is not None,
+         'conditioned_d=True needs elastic channels (set channel_mode)')
+    need(not config.conditioned_d or config.n_res > 1,
+         'conditioned_d=True needs the multi-resolution discriminator (n_res > 1), as in the original')
+    need(config.distill_weight == 0 or config.teacher,
+         f'distill_weight={config.distill_weight} needs a teacher: --config.teacher=PATH (a .pt, URL, model '
+         f"directory or workdir of a full-width generator) or --config.teacher=ema (this run's own EMA)")
+    for k in ('d_reg_every', 'log_every', 'sample_every', 'checkpoint_every', 'keep_checkpoints'):
+        need(config[k] >= 1, f'{k}={config[k]} must be >= 1')
+    need(config.eval_every == 0 or config.eval_metrics, 'eval_every > 0 needs eval_metrics')
+
+
+def step_config(config, global_batch: int) -> steps_lib.StepConfig:
+    pl = config.path_regularize if config.g_reg_every > 0 else 0.
+    return steps_lib.StepConfig(
+        n_res=config.n_res, n_sampled_res=config.n_sampled_res, mixing_prob=config.mixing_prob,
+        r1_gamma=config.r1, d_reg_every=config.d_reg_every, pl_weight=pl,
+        g_reg_every=max(config.g_reg_every, 1), pl_batch_shrink=config.path_batch_shrink,
+        distill_weight=config.distill_weight, use_lpips=config.use_lpips, channel_mode=config.channel_mode,
+        min_channel=config.min_channel, divided_by=config.divided_by, conditioned_d=config.conditioned_d,
+        ema_beta=steps_lib.ema_beta(global_batch, config.half_life_kimg),
+        teacher_is_ema=config.teacher == 'ema')

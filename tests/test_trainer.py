@@ -1,0 +1,230 @@
+"""train_and_evaluate end to end on 8 simulated devices with tiny models: every stage chained as
+in the paper (stage 0 -> 1 -> 2, tuning from and distilling our own workdirs, model directories
+and original .pt files), exact resume, corrupt checkpoints, SIGTERM, the NaN guard."""
+import glob
+import importlib.util
+import json
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from anycost_jax import convert
+from anycost_jax.train import checkpoint as ckpt_lib
+from anycost_jax.train import trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config_file(name, arg):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'configs', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp('tfds'))
+
+
+def tiny(stage, data_dir, **overrides):
+    """The FFHQ stage config at 16 px with a tiny model: every code path, little compute."""
+    c = load_config_file('ffhq', stage)
+    c.dataset, c.data_dir, c.resolution = 'anycost_shapes', data_dir, 16
+    c.model.style_dim, c.model.n_mlp, c.model.channel_multiplier = 16, 1, 1 / 64
+    c.batch_size, c.num_steps = 8, 1
+    c.n_res, c.n_sampled_res = min(c.n_res, 2), min(c.n_sampled_res, 1)
+    c.d_reg_every = 1                      # R1 and path length run at step 0
+    c.g_reg_every = 1 if stage == 'stylegan2' else 0
+    c.use_lpips = False
+    c.log_every = c.sample_every = c.checkpoint_every = 1
+    c.n_samples = 2
+    for k, v in overrides.items():
+        c[k] = v
+    return c
+
+
+def scalars(workdir):
+    """{tag: [(step, value)]} from the TensorBoard event files."""
+    from tensorboard.backend.event_processing import event_accumulator
+    acc = event_accumulator.EventAccumulator(workdir, size_guidance={'tensors': 0})
+    acc.Reload()
+    out = {}
+    for tag in acc.Tags()['tensors']:
+        out[tag] = [(e.step, float(np.asarray(jax.numpy.asarray(_tensor(e))).reshape(-1)[0])) for e in acc.Tensors(tag)]
+    return out, acc.Tags()
+
+
+def _tensor(event):
+    from tensorboard.util import tensor_util
+    return tensor_util.make_ndarray(event.tensor_proto)
+
+
+def params(state):
+    return jax.tree.map(np.asarray, (state.g_params, state.d_params, state.ema_params, state.g_opt_state,
+                                     state.d_opt_state))
+
+
+def assert_trees_equal(a, b):
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture(scope='module')
+def stages(tmp_path_factory, data_dir):
+    """The three stages chained like the paper's scripts, with every kind of weight source."""
+    root = tmp_path_factory.mktemp('runs')
+    out = {}
+    out['stylegan2'] = str(root / 's0'), trainer.train_and_evaluate(tiny('stylegan2', data_dir), str(root / 's0'))
+    s0 = out['stylegan2'][0]
+    # Stage 1 tunes from and distills the stage-0 *workdir* (its latest checkpoint's EMA and D).
+    out['multires'] = str(root / 's1'), trainer.train_and_evaluate(
+        tiny('multires', data_dir, tune_from=s0, teacher=s0), str(root / 's1'))
+    s1 = out['multires'][0]
+    # Stage 2 from stage 1's exported *model directory* (generator/ + discriminator/ beside it).
+    out['anycost'] = str(root / 's2'), trainer.train_and_evaluate(
+        tiny('anycost', data_dir, tune_from=os.path.join(s1, 'generator'),
+             teacher=os.path.join(s1, 'generator')), str(root / 's2'))
+    # The flexible stage from an *original-format .pt* (g_ema + d) of stage 1.
+    pt = str(root / 's1.pt')
+    g, gv = convert.load_generator(os.path.join(s1, 'generator'), mean_style=False)
+    d, dv = convert.load_discriminator(os.path.join(s1, 'discriminator'))
+    convert.save_original(pt, g, gv, d, dv)
+    out['anycost-flexible'] = str(root / 'flex'), trainer.train_and_evaluate(
+        tiny('anycost-flexible', data_dir, tune_from=pt, teacher=pt), str(root / 'flex'))
+    return out
+
+
+@pytest.mark.parametrize('stage', ['stylegan2', 'multires', 'anycost', 'anycost-flexible'])
+def test_every_stage_end_to_end(stages, stage):
+    workdir, state = stages[stage]
+    assert int(state.step) == 1
+    # Every device holds the same parameters.
+    for leaf in jax.tree.leaves(state.g_params):
+        shards = [np.asarray(s.data) for s in leaf.addressable_shards]
+        assert len(shards) == 8 and all(np.array_equal(shards[0], s) for s in shards[1:])
+    # Workdir: config, checkpoint, samples, exported models, TensorBoard scalars and images.
+    cfg = json.load(open(os.path.join(workdir, 'config.json')))
+    assert cfg['name'] == f'ffhq-{stage}'
+    with ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints')) as ck:
+        assert ck.all_steps() == [1]
+    assert os.path.exists(os.path.join(workdir, 'samples', '00000001.png'))
+    gen, g_vars = convert.load_model(os.path.join(workdir, 'generator'))
+    assert 'w_avg' in g_vars['stats']
+    assert_trees_equal(g_vars['params'], jax.tree.map(np.asarray, state.ema_params))
+    tags_scalars, tags = scalars(workdir)
+    expected = {'d_loss', 'd_real_acc', 'd_fake_acc', 'r1', 'g_loss', 'images_per_sec', 'steps_per_sec'}
+    expected |= {'path_loss', 'path_length'} if stage == 'stylegan2' else {'distill_loss'}
+    assert expected <= set(tags_scalars), set(tags_scalars)
+    assert all(np.isfinite(v) for k in expected for _, v in tags_scalars[k])
+    assert 'samples' in tags['tensors'] or 'samples' in tags.get('images', [])
+
+
+def test_sample_grid_has_every_width_and_resolution(stages):
+    from PIL import Image
+    workdir, _ = stages['anycost']
+    grid = np.asarray(Image.open(os.path.join(workdir, 'samples', '00000001.png')))
+    cell, pad = 64, 2  # 16 px outputs are shown at 64 px
+    # 4 widths x 2 resolutions per z, 2 z side by side.
+    assert grid.shape == (4 * (cell + pad) + pad, 2 * (2 * (cell + pad) + pad), 3)
+
+
+def test_stage_transfers_are_checked(stages, data_dir, tmp_path):
+    s0, _ = stages['stylegan2']
+    # A teacher or tune_from of another architecture is refused with the differing fields.
+    cfg = tiny('multires', data_dir, tune_from=s0, teacher=s0)
+    cfg.model.channel_multiplier = 1 / 32
+    with pytest.raises(ValueError, match='full_channels'):
+        trainer.train_and_evaluate(cfg, str(tmp_path / 'bad'))
+    with pytest.raises(ValueError, match='needs a teacher'):
+        trainer.train_and_evaluate(tiny('multires', data_dir, teacher=None), str(tmp_path / 'bad2'))
+    # A workdir resumed with another run shape is refused.
+    with pytest.raises(ValueError, match='different shape'):
+        trainer.train_and_evaluate(tiny('stylegan2', data_dir, batch_size=16), s0)
+
+
+def test_transfer_d_single_to_multires(stages):
+    s0, state = stages['stylegan2']
+    gen, _, disc, d_vars = trainer.load_weights(s0)
+    cfg = tiny('multires', '/nonexistent')
+    _, multi = trainer.build_models(cfg)
+    init = multi.init_variables(jax.random.key(0))['params']
+    moved = trainer.transfer_d(disc, d_vars['params'], multi, init)
+    assert_trees_equal(moved['from_rgb_0'], d_vars['params']['from_rgb'])  # the 16 px input is the old one
+    assert_trees_equal(moved['from_rgb_1'], init['from_rgb_1'])  # the new lower-res input stays initialized
+    assert_trees_equal(moved['head'], d_vars['params']['head'])
+
+
+def _resume_config(data_dir, **kw):
+    return tiny('anycost', data_dir, teacher='ema', distill_weight=1., sort_pretrain=False, tune_from=None, **kw)
+
+
+def test_exact_resume_and_corrupt_checkpoint_fallback(data_dir, tmp_path, caplog):
+    straight = trainer.train_and_evaluate(_resume_config(data_dir, num_steps=3), str(tmp_path / 'a'))
+    b = str(tmp_path / 'b')
+    trainer.train_and_evaluate(_resume_config(data_dir, num_steps=2), b)
+    # Corrupt the latest checkpoint (step 2): the resume falls back to step 1 and says so.
+    files = [f for f in glob.glob(os.path.join(b, 'checkpoints', '2', 'state', '**', '*'), recursive=True)
+             if os.path.isfile(f) and os.path.getsize(f) > 64]
+    for f in files:
+        with open(f, 'r+b') as fh:
+            fh.truncate(8)
+    resumed = trainer.train_and_evaluate(_resume_config(data_dir, num_steps=3), b)
+    assert any('corrupt' in r.getMessage().lower() for r in caplog.records if r.levelname == 'WARNING')
+    assert os.path.isdir(os.path.join(b, 'checkpoints', '2.corrupt'))
+    assert int(resumed.step) == 3
+    # The interrupted run reaches exactly the parameters of the uninterrupted one.
+    assert_trees_equal(params(resumed), params(straight))
+    np.testing.assert_array_equal(jax.random.key_data(resumed.rng), jax.random.key_data(straight.rng))
+
+
+def test_sigterm_saves_and_stops(data_dir, tmp_path):
+    trainer.EVALUATORS['sigterm'] = lambda step, gen, variables, config: os.kill(os.getpid(), signal.SIGTERM) or {}
+    try:
+        cfg = _resume_config(data_dir, num_steps=50, eval_every=2, eval_metrics=('sigterm',),
+                             checkpoint_every=10, sample_every=10, log_every=10)
+        state = trainer.train_and_evaluate(cfg, str(tmp_path / 'run'))
+    finally:
+        del trainer.EVALUATORS['sigterm']
+    assert int(state.step) == 2
+    with ckpt_lib.Checkpointer(str(tmp_path / 'run' / 'checkpoints')) as ck:
+        assert ck.latest_step() == 2
+    assert not os.path.exists(tmp_path / 'run' / 'generator')  # not finished: no final export
+    assert signal.getsignal(signal.SIGTERM) is not trainer._StopSignal._handle  # handler restored
+
+
+def test_all_corrupt_checkpoints_do_not_restart_silently(data_dir, tmp_path):
+    run = str(tmp_path / 'run')
+    trainer.train_and_evaluate(_resume_config(data_dir), run)
+    os.rename(os.path.join(run, 'checkpoints', '1'), os.path.join(run, 'checkpoints', '1.corrupt'))
+    with pytest.raises(RuntimeError, match='only corrupt ones'):
+        trainer.train_and_evaluate(_resume_config(data_dir, num_steps=2), run)
+
+
+def test_nan_guard_keeps_the_last_good_checkpoint(data_dir, tmp_path):
+    run = str(tmp_path / 'run')
+    trainer.train_and_evaluate(_resume_config(data_dir), run)
+    with pytest.raises(trainer.NonFiniteError, match='step 1'):
+        trainer.train_and_evaluate(_resume_config(data_dir, num_steps=4, lr=1e38), run)
+    with ckpt_lib.Checkpointer(os.path.join(run, 'checkpoints')) as ck:
+        assert ck.all_steps() == [1]
+
+
+def test_config_errors(data_dir, tmp_path):
+    with pytest.raises(ValueError, match='divisible by the 8 devices'):
+        trainer.train_and_evaluate(tiny('stylegan2', data_dir, batch_size=12), str(tmp_path / 'x'))
+    with pytest.raises(ValueError, match='not registered'):
+        trainer.train_and_evaluate(tiny('stylegan2', data_dir, eval_every=1, eval_metrics=('fid',)),
+                                   str(tmp_path / 'y'))
+    with pytest.raises(ValueError, match='unknown stage'):
+        load_config_file('ffhq', 'stage3')
+    trainer.config_lib.check(load_config_file('demo', ''))
+    trainer.config_lib.check(load_config_file('ffhq', 'stylegan2'))
+    for name in ('ffhq', 'lsun_car'):  # the distilling stages need the user's teacher
+        with pytest.raises(ValueError, match='needs a teacher'):
+            trainer.config_lib.check(load_config_file(name, 'anycost'))
