@@ -48,19 +48,17 @@ def tiny(stage, data_dir, **overrides):
 
 
 def scalars(workdir):
-    """{tag: [(step, value)]} from the TensorBoard event files."""
+    """({scalar tag: [(step, value)]}, all tags) from the TensorBoard event files."""
     from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.util import tensor_util
     acc = event_accumulator.EventAccumulator(workdir, size_guidance={'tensors': 0})
     acc.Reload()
     out = {}
     for tag in acc.Tags()['tensors']:
-        out[tag] = [(e.step, float(np.asarray(jax.numpy.asarray(_tensor(e))).reshape(-1)[0])) for e in acc.Tensors(tag)]
+        values = [(e.step, tensor_util.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)]
+        if all(v.size == 1 and v.dtype.kind == 'f' for _, v in values):
+            out[tag] = [(step, float(v)) for step, v in values]
     return out, acc.Tags()
-
-
-def _tensor(event):
-    from tensorboard.util import tensor_util
-    return tensor_util.make_ndarray(event.tensor_proto)
 
 
 def params(state):
@@ -164,55 +162,53 @@ def _resume_config(data_dir, **kw):
     return tiny('anycost', data_dir, teacher='ema', distill_weight=1., sort_pretrain=False, tune_from=None, **kw)
 
 
-def test_exact_resume_and_corrupt_checkpoint_fallback(data_dir, tmp_path, caplog):
+def test_sigterm_resume_corrupt_checkpoint_and_nan_guard(data_dir, tmp_path, caplog):
+    """One run through every way a run stops: preempted, resumed past a corrupt checkpoint, then
+    diverging; and a workdir whose checkpoints are all corrupt."""
     straight = trainer.train_and_evaluate(_resume_config(data_dir, num_steps=3), str(tmp_path / 'a'))
-    b = str(tmp_path / 'b')
-    trainer.train_and_evaluate(_resume_config(data_dir, num_steps=2), b)
-    # Corrupt the latest checkpoint (step 2): the resume falls back to step 1 and says so.
-    files = [f for f in glob.glob(os.path.join(b, 'checkpoints', '2', 'state', '**', '*'), recursive=True)
-             if os.path.isfile(f) and os.path.getsize(f) > 64]
-    for f in files:
-        with open(f, 'r+b') as fh:
-            fh.truncate(8)
-    resumed = trainer.train_and_evaluate(_resume_config(data_dir, num_steps=3), b)
+    run = str(tmp_path / 'b')
+    ckpt_dir = os.path.join(run, 'checkpoints')
+
+    # 1. SIGTERM (sent here by an evaluation hook at step 2): a checkpoint, a clean return.
+    trainer.EVALUATORS['sigterm'] = lambda step, gen, variables, config: os.kill(os.getpid(), signal.SIGTERM) or {}
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        stopped = trainer.train_and_evaluate(
+            _resume_config(data_dir, num_steps=50, eval_every=2, eval_metrics=('sigterm',)), run)
+    finally:
+        del trainer.EVALUATORS['sigterm']
+    assert int(stopped.step) == 2
+    assert signal.getsignal(signal.SIGTERM) == previous  # the handler is given back
+    assert not os.path.exists(os.path.join(run, 'generator'))  # unfinished: no final export
+    with ckpt_lib.Checkpointer(ckpt_dir) as ck:
+        assert ck.all_steps() == [1, 2]
+
+    # 2. The latest checkpoint is damaged: the resume says so, moves it aside, continues from
+    # step 1, and the interrupted run ends exactly where the uninterrupted one did.
+    for f in glob.glob(os.path.join(ckpt_dir, '2', 'state', '**', '*'), recursive=True):
+        if os.path.isfile(f) and os.path.getsize(f) > 64:
+            with open(f, 'r+b') as fh:
+                fh.truncate(8)
+    caplog.clear()
+    resumed = trainer.train_and_evaluate(_resume_config(data_dir, num_steps=3), run)
     assert any('corrupt' in r.getMessage().lower() for r in caplog.records if r.levelname == 'WARNING')
-    assert os.path.isdir(os.path.join(b, 'checkpoints', '2.corrupt'))
+    assert os.path.isdir(os.path.join(ckpt_dir, '2.corrupt'))
     assert int(resumed.step) == 3
-    # The interrupted run reaches exactly the parameters of the uninterrupted one.
     assert_trees_equal(params(resumed), params(straight))
     np.testing.assert_array_equal(jax.random.key_data(resumed.rng), jax.random.key_data(straight.rng))
 
+    # 3. Divergence: stops with an error naming the last good checkpoint, and writes nothing after it.
+    with pytest.raises(trainer.NonFiniteError, match=r'last good checkpoint \(step 3\)'):
+        trainer.train_and_evaluate(_resume_config(data_dir, num_steps=6, lr=float('inf')), run)
+    with ckpt_lib.Checkpointer(ckpt_dir) as ck:
+        assert ck.latest_step() == 3
 
-def test_sigterm_saves_and_stops(data_dir, tmp_path):
-    trainer.EVALUATORS['sigterm'] = lambda step, gen, variables, config: os.kill(os.getpid(), signal.SIGTERM) or {}
-    try:
-        cfg = _resume_config(data_dir, num_steps=50, eval_every=2, eval_metrics=('sigterm',),
-                             checkpoint_every=10, sample_every=10, log_every=10)
-        state = trainer.train_and_evaluate(cfg, str(tmp_path / 'run'))
-    finally:
-        del trainer.EVALUATORS['sigterm']
-    assert int(state.step) == 2
-    with ckpt_lib.Checkpointer(str(tmp_path / 'run' / 'checkpoints')) as ck:
-        assert ck.latest_step() == 2
-    assert not os.path.exists(tmp_path / 'run' / 'generator')  # not finished: no final export
-    assert signal.getsignal(signal.SIGTERM) is not trainer._StopSignal._handle  # handler restored
-
-
-def test_all_corrupt_checkpoints_do_not_restart_silently(data_dir, tmp_path):
-    run = str(tmp_path / 'run')
-    trainer.train_and_evaluate(_resume_config(data_dir), run)
-    os.rename(os.path.join(run, 'checkpoints', '1'), os.path.join(run, 'checkpoints', '1.corrupt'))
+    # 4. Every checkpoint corrupt: an error, not a silent restart from scratch.
+    for d in os.listdir(ckpt_dir):
+        if d.isdigit():
+            os.rename(os.path.join(ckpt_dir, d), os.path.join(ckpt_dir, d + '.corrupt-x'))
     with pytest.raises(RuntimeError, match='only corrupt ones'):
-        trainer.train_and_evaluate(_resume_config(data_dir, num_steps=2), run)
-
-
-def test_nan_guard_keeps_the_last_good_checkpoint(data_dir, tmp_path):
-    run = str(tmp_path / 'run')
-    trainer.train_and_evaluate(_resume_config(data_dir), run)
-    with pytest.raises(trainer.NonFiniteError, match='step 1'):
-        trainer.train_and_evaluate(_resume_config(data_dir, num_steps=4, lr=1e38), run)
-    with ckpt_lib.Checkpointer(os.path.join(run, 'checkpoints')) as ck:
-        assert ck.all_steps() == [1]
+        trainer.train_and_evaluate(_resume_config(data_dir, num_steps=4), run)
 
 
 def test_config_errors(data_dir, tmp_path):

@@ -385,8 +385,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
                                       manual_dir=config.manual_dir, flip=config.flip)
     sampler = Sampler(gen, config)
     stop = _StopSignal()
-    report = periodic_actions.ReportProgress(num_train_steps=config.num_steps, writer=writer,
-                                             every_steps=config.log_every)
+    # ETA in the log and the work-unit notes; the rates go to TensorBoard with the losses below.
+    report = periodic_actions.ReportProgress(num_train_steps=config.num_steps, every_steps=config.log_every)
     hooks = [report]
     meta = {'config': config.to_dict(), 'teacher': config.teacher, 'tune_from': config.tune_from}
     pending, last_ckpt, step = [], ckpt.latest_step(), start
@@ -438,7 +438,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
                     scalars = drain()
                     now = time.time()
                     rate = (step - step_log) / max(now - t_log, 1e-9)
-                    scalars.update(images_per_sec=rate * config.batch_size)
+                    scalars.update(steps_per_sec=rate, images_per_sec=rate * config.batch_size)
                     t_log, step_log = now, step
                     writer.write_scalars(step, scalars)
                 if step % config.sample_every == 0 or step == config.num_steps:

@@ -1,0 +1,272 @@
+"""Training step time, images/s and peak memory per stage and resolution; masked vs sliced anycost.
+
+For every stage (``--stages``) at every resolution (``--resolution``) this builds the step
+programs of :mod:`anycost_jax.train.steps` (``jax.jit(jax.shard_map(...))`` over all devices,
+global batch ``--batch``) on random-init weights (``Generator`` / discriminator with
+``--channel_multiplier``, style dim ``--style_dim``, ``--n_mlp`` mapping layers) and random
+"real" images, and times them:
+
+* ``stylegan2``: full width, one resolution, single-resolution ``Discriminator``; lazy R1 and
+  path length regularization (``pl_weight=2``);
+* ``multires``: ``n_res = 4`` output resolutions trained (fewer below 64: the multi-resolution
+  D takes at most ``log2(res) - 2``), 2 sampled per step, the unconditioned
+  ``DiscriminatorMultiRes``, distillation (weight 2) from a frozen full-width teacher: MSE,
+  plus LPIPS-VGG with ``--lpips``; lazy R1;
+* ``anycost``: ``multires`` plus uniform elastic channels (``channel_mode='uniform'``) and the
+  architecture-conditioned ``DiscriminatorMultiRes``: the *masked* program, one compiled step
+  that serves every sampled width, computing at full width with channel masks;
+* ``sliced@r`` (with ``anycost``, one per ``--ratios`` r): the ``multires`` stage on the dense
+  sub-generator that :func:`anycost_jax.elastic.export` cuts at uniform ratio r (``channel_mode``
+  None, unconditioned D, full-width teacher): what training one statically sliced width costs,
+  i.e. the baseline a per-width compiled program would give. ``multires`` is always measured
+  when ``anycost`` is, as the reference.
+
+Protocol, identical for every case: each (stage, resolution) runs in a fresh subprocess (so that
+its peak memory is its own; ``--in_process`` runs all in this process instead). The first call of
+each program compiles it and is untimed (``compile s`` = the sum of these first calls, one
+execution each included); then ``--warmup`` untimed iterations, then ``--repeats`` timed
+iterations, each ``d_step`` then ``g_step`` (one training iteration), each call ending with
+``jax.block_until_ready``. The regularization programs are timed the same way on their own
+(``--warmup`` + ``--repeats`` calls); the R1 program draws its resolution itself (it evaluates
+every trained resolution and masks, so its cost does not depend on the draw). Medians are reported.
+
+Columns: ``d ms`` / ``g ms`` / ``iter ms`` (= d + g per iteration; medians of each); ``img/s`` =
+batch / median iteration; ``R1 ms`` and ``PL ms`` (path length, stylegan2 only) per regularization
+call; ``amort ms`` = iter + R1 / d_reg_every (16) + PL / g_reg_every (8), the average iteration
+with lazy regularization; ``compile s``; peak memory in MiB: the device's ``peak_bytes_in_use``
+(``memory_stats()``, GPU/TPU: header ``dev MiB``) where available, else the process's maximum
+resident set size (``getrusage``, CPU: header ``RSS MiB``, which includes the Python process and
+XLA's compiler); ``vs multires`` = iter / the ``multires`` iteration at the same resolution.
+
+Threads: XLA:CPU uses every core this process may run on; prefix ``taskset -c 0`` for one core.
+
+Run from the repository root::
+
+    python -m benchmarks.train_step                                        # CPU-sized: 64 px, multiplier 2
+    python -m benchmarks.train_step --resolution 32 --channel_multiplier 0.25 --batch 8 --repeats 2
+    python -m benchmarks.train_step --resolution 256 1024 --batch 32 --lpips --json train_step.json   # GPU
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+from anycost_jax import elastic
+from anycost_jax.models.discriminator import Discriminator, DiscriminatorMultiRes
+from anycost_jax.models.generator import Generator
+from anycost_jax.train import steps as st
+
+STAGES = ('stylegan2', 'multires', 'anycost')
+MAX_N_RES, N_SAMPLED_RES, DISTILL_WEIGHT, PL_WEIGHT = 4, 2, 2., 2.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def n_res_for(resolution: int) -> int:
+    """Resolutions trained by the multi-resolution stages (the multi-resolution D takes log2(res) - 2 at most)."""
+    return min(MAX_N_RES, elastic.log2_resolution(resolution) - 2)
+
+
+def cases_for(args) -> list[tuple[str, int]]:
+    """(case, resolution) in run order; ``multires`` is added as the reference of ``anycost``."""
+    stages = list(args.stages)
+    if 'anycost' in stages and 'multires' not in stages:
+        stages.insert(stages.index('anycost'), 'multires')
+    names = []
+    for s in stages:
+        names.append(s)
+        if s == 'anycost':
+            names += [f'sliced@{r:g}' for r in args.ratios]
+    return [(name, res) for res in args.resolution for name in names]
+
+
+def build(case: str, resolution: int, args):
+    """(steps, state, batch, teacher_params or None, StepConfig) of one case, placed on the mesh."""
+    gen = Generator(resolution, style_dim=args.style_dim, n_mlp=args.n_mlp,
+                    channel_multiplier=args.channel_multiplier)
+    g_vars = gen.init_variables(jax.random.key(args.seed))
+    n_res = 1 if case == 'stylegan2' else n_res_for(resolution)
+    if case == 'stylegan2':
+        cfg = st.StepConfig(pl_weight=PL_WEIGHT)
+        disc = Discriminator(resolution, channel_multiplier=args.channel_multiplier)
+    else:
+        anycost = case == 'anycost'
+        cfg = st.StepConfig(n_res=n_res, n_sampled_res=min(N_SAMPLED_RES, n_res), distill_weight=DISTILL_WEIGHT,
+                            use_lpips=args.lpips, channel_mode='uniform' if anycost else None,
+                            conditioned_d=anycost)
+        disc = DiscriminatorMultiRes(resolution, n_res=n_res, modulate=anycost,
+                                     channel_multiplier=args.channel_multiplier)
+    teacher, teacher_params, student, s_vars = None, None, gen, g_vars
+    if cfg.distill_weight > 0:
+        teacher, teacher_params = gen, g_vars['params']
+    if case.startswith('sliced@'):
+        student, s_vars = elastic.export(gen, g_vars, channel_ratio=float(case.split('@')[1]))
+    d_vars = disc.init_variables(jax.random.key(args.seed + 1))
+    if args.batch % jax.device_count():
+        raise ValueError(f'--batch {args.batch} is not divisible by the {jax.device_count()} devices')
+    mesh = jax.make_mesh((jax.device_count(),), (st.AXIS,))
+    g_tx, d_tx = st.adam(0.002), st.adam(0.002)
+    steps = st.Steps(mesh, student, disc, cfg, g_tx, d_tx, teacher=teacher)
+    state = steps.replicate(st.create_state(jax.random.key(args.seed + 2), s_vars, d_vars, g_tx, d_tx))
+    x = jax.random.uniform(jax.random.key(args.seed + 3), (args.batch, resolution, resolution, 3),
+                           minval=-1, maxval=1)
+    reals = tuple(np.asarray(jax.image.resize(x, (args.batch, resolution >> i, resolution >> i, 3), 'linear'))
+                  for i in range(n_res))
+    # Process-local slice of the global batch (all of it on one host).
+    per_host = args.batch // jax.process_count()
+    lo = jax.process_index() * per_host
+    batch = steps.shard_batch(tuple(r[lo:lo + per_host] for r in reals))
+    return steps, state, batch, (steps.replicate(teacher_params) if teacher_params is not None else None), cfg
+
+
+def peak_memory() -> tuple[float, str]:
+    """(MiB, source): the device's peak_bytes_in_use where reported, else the process's max RSS."""
+    stats = jax.devices()[0].memory_stats() or {}
+    if 'peak_bytes_in_use' in stats:
+        return stats['peak_bytes_in_use'] / 2 ** 20, 'device'
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss / (2 ** 20 if sys.platform == 'darwin' else 2 ** 10), 'rss'
+
+
+def run_case(case: str, resolution: int, args) -> dict:
+    """Times one case in this process (see the module docstring for the protocol)."""
+    t = time.perf_counter()
+    steps, state, batch, teacher, cfg = build(case, resolution, args)
+    setup_s = time.perf_counter() - t
+    progs = steps.programs()
+    extra = {'d_step': (), 'g_step': (teacher,), 'd_reg_step': (), 'g_reg_step': ()}
+    names = [n for n in ('d_step', 'g_step', 'd_reg_step', 'g_reg_step') if n in progs]
+
+    def call(name):
+        nonlocal state
+        t0 = time.perf_counter()
+        state, metrics = progs[name](state, batch, *extra[name])
+        jax.block_until_ready((state, metrics))
+        return (time.perf_counter() - t0) * 1e3
+
+    compile_s = {n: call(n) / 1e3 for n in names}  # first calls: compilation (+ one execution)
+    for _ in range(args.warmup):
+        call('d_step'), call('g_step')
+    d_ms, g_ms, it_ms = [], [], []
+    for _ in range(args.repeats):
+        d, g = call('d_step'), call('g_step')
+        d_ms.append(d), g_ms.append(g), it_ms.append(d + g)
+    row = dict(case=case, resolution=resolution, batch=args.batch, n_res=cfg.n_res, setup_s=setup_s,
+               compile_s=sum(compile_s.values()), compile_s_per_program=compile_s,
+               d_ms=statistics.median(d_ms), g_ms=statistics.median(g_ms), iter_ms=statistics.median(it_ms),
+               runs_ms=it_ms)
+    row['images_per_s'] = args.batch / (row['iter_ms'] / 1e3)
+    row['amortized_ms'] = row['iter_ms']
+    for name, key, every in (('d_reg_step', 'r1_ms', cfg.d_reg_every), ('g_reg_step', 'pl_ms', cfg.g_reg_every)):
+        if name in progs:
+            for _ in range(args.warmup):
+                call(name)
+            row[key] = statistics.median([call(name) for _ in range(args.repeats)])
+            row['amortized_ms'] += row[key] / every
+    row['peak_mib'], row['memory_source'] = peak_memory()
+    row['device'] = f'{jax.device_count()}x {jax.devices()[0].device_kind}'
+    row['jax'] = jax.__version__
+    return row
+
+
+def run_isolated(case: str, resolution: int, argv: list[str]) -> dict:
+    """``run_case`` in a fresh Python process (its own peak memory); a failure becomes an ``error`` row."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, 'row.json')
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get('PYTHONPATH')) if p))
+        cmd = [sys.executable, '-m', 'benchmarks.train_step', *argv, '--_case', case, str(resolution), out]
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if proc.returncode or not os.path.exists(out):
+            tail = ' | '.join(proc.stdout.strip().splitlines()[-3:])
+            return dict(case=case, resolution=resolution, error=f'exit {proc.returncode}: {tail}')
+        with open(out) as f:
+            return json.load(f)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--stages', nargs='+', choices=STAGES, default=list(STAGES))
+    p.add_argument('--resolution', type=int, nargs='+', default=[64])
+    p.add_argument('--channel_multiplier', type=float, default=2.)
+    p.add_argument('--style_dim', type=int, default=512)
+    p.add_argument('--n_mlp', type=int, default=8)
+    p.add_argument('--batch', type=int, default=8, help='global batch (over all devices)')
+    p.add_argument('--ratios', type=float, nargs='*', default=[0.75, 0.5, 0.25],
+                   help='uniform widths of the sliced baselines (none: skip them)')
+    p.add_argument('--lpips', action='store_true', help='distillation with LPIPS-VGG too (as in training)')
+    p.add_argument('--repeats', type=int, default=5)
+    p.add_argument('--warmup', type=int, default=1, help='untimed iterations after the compiling first calls')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--in_process', action='store_true', help='no subprocess per case (peak memory then cumulative)')
+    p.add_argument('--json', help='write the results here')
+    p.add_argument('--_case', nargs=3, metavar=('CASE', 'RES', 'OUT'), help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser().parse_args(argv)
+    for r in args.ratios:
+        elastic.check_ratio(r)
+    if args._case:  # a child of run_isolated
+        case, res, out = args._case
+        with open(out, 'w') as f:
+            json.dump(run_case(case, int(res), args), f)
+        return
+    rows = []
+    for case, res in cases_for(args):
+        print(f'  {case} @ {res}', file=sys.stderr, flush=True)
+        rows.append(run_case(case, res, args) if args.in_process else run_isolated(case, res, argv))
+    for row in rows:
+        ref = next((r for r in rows if r['case'] == 'multires' and r['resolution'] == row['resolution']
+                    and 'error' not in r), None)
+        if ref and 'error' not in row:
+            row['vs_multires'] = row['iter_ms'] / ref['iter_ms']
+    ok = [r for r in rows if 'error' not in r]
+    meta = dict(stages=args.stages, channel_multiplier=args.channel_multiplier, style_dim=args.style_dim,
+                n_mlp=args.n_mlp, batch=args.batch, lpips=args.lpips, repeats=args.repeats, warmup=args.warmup,
+                isolated=not args.in_process, device=ok[0]['device'] if ok else None,
+                jax=ok[0]['jax'] if ok else jax.__version__, cpu=platform.processor() or platform.machine(),
+                xla_cores=len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count())
+    print_table(rows, meta)
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(dict(settings=meta, results=rows), f, indent=1)
+
+
+def print_table(rows, meta):
+    mem = {r.get('memory_source') for r in rows if 'error' not in r}
+    mem_head = 'dev MiB' if mem == {'device'} else 'RSS MiB' if mem == {'rss'} else 'peak MiB'
+    cols = [('case', 11, '{}', 'stage'), ('resolution', 4, '{}', 'res'), ('n_res', 5, '{}', 'n_res'),
+            ('d_ms', 8, '{:.1f}', 'd ms'), ('g_ms', 8, '{:.1f}', 'g ms'), ('iter_ms', 8, '{:.1f}', 'iter ms'),
+            ('images_per_s', 7, '{:.1f}', 'img/s'), ('r1_ms', 8, '{:.1f}', 'R1 ms'), ('pl_ms', 8, '{:.1f}', 'PL ms'),
+            ('amortized_ms', 8, '{:.1f}', 'amort ms'), ('compile_s', 9, '{:.1f}', 'compile s'),
+            ('peak_mib', 8, '{:.0f}', mem_head), ('vs_multires', 11, '{:.2f}', 'vs multires')]
+    print(' '.join(h.rjust(w) for _, w, _, h in cols))
+    for row in rows:
+        if 'error' in row:
+            print(f"{row['case']:>11} {row['resolution']:>4} failed: {row['error']}")
+            continue
+        print(' '.join((f.format(row[k]) if k in row else '-').rjust(w) for k, w, f, _ in cols))
+    mem_note = {'device': "peak_bytes_in_use of the device", 'rss': 'max RSS of the process'}
+    distill = 'MSE + LPIPS' if meta['lpips'] else 'MSE'
+    print(f"{meta['device']} ({meta['xla_cores']} host cores), jax {meta['jax']}; global batch {meta['batch']}, "
+          f"channel multiplier {meta['channel_multiplier']:g}, distillation {distill}; "
+          f"median of {meta['repeats']} runs after {meta['warmup']} warm-up; memory: "
+          f"{', '.join(mem_note[m] for m in sorted(mem)) or '-'}"
+          f"{' per case (subprocess)' if meta['isolated'] else ' (cumulative, in process)'}; "
+          f"anycost = masked (every width, one program), sliced@r = dense exported sub-generator")
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,73 @@
+r"""Trains an Anycost GAN stage from an ``ml_collections`` config (Flax-examples style launcher).
+
+    python launch/train.py --config=configs/ffhq.py:anycost --workdir=DIR [--config.batch_size=...]
+
+``--config`` is a config file (``path.py`` or ``path.py:arg``; ``--config.KEY=VALUE`` overrides a
+field), ``--workdir`` receives checkpoints and summaries (a ``gs://`` bucket on a TPU pod: every
+host must see the same directory). Run one copy of this program per host; multi-host set-up:
+
+* nothing to pass on a single host;
+* TPU pod: ``launch/tpu_pod.sh`` runs it on every worker with ``ANYCOST_DISTRIBUTED=1``;
+* SLURM: ``sbatch launch/gpu_slurm.sh`` (one task per node, under ``srun``); Open MPI: ``mpirun``;
+* anything else: ``--coordinator_address=HOST0:PORT --num_processes=N --process_id=I`` on every host.
+
+See :mod:`anycost_jax.train.distributed` for the detection rules.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+if __package__ in (None, ''):  # run as a file (python launch/train.py): make anycost_jax importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from anycost_jax.train import distributed
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Training configuration file (path.py or path.py:arg).',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints and summaries (gs:// on a TPU pod).')
+flags.DEFINE_string('coordinator_address', None, 'Multi-host: HOST:PORT of process 0 (default: auto-detect).')
+flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes (with --coordinator_address).')
+flags.DEFINE_integer('process_id', None, 'Multi-host: index of this process (with --coordinator_address).')
+flags.DEFINE_list('local_device_ids', None, 'Multi-host GPU: the local devices this process drives '
+                  '(default: one per process under SLURM/MPI, all GPUs when a node runs one task).')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _hide_gpus_from_tf():
+    """TF (the input pipeline) must not grab GPU memory meant for JAX; only if it is loaded anyway."""
+    tf = sys.modules.get('tensorflow')
+    if tf is not None:
+        try:
+            tf.config.experimental.set_visible_devices([], 'GPU')
+        except RuntimeError as e:  # TF already initialized its devices
+            logging.warning('could not hide GPUs from TensorFlow: %s', e)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+    config = FLAGS.config
+    config.keys()  # a config file that failed to load raises here, before any set-up
+    ids = [int(i) for i in FLAGS.local_device_ids] if FLAGS.local_device_ids else None
+    # First, before anything else touches JAX.
+    logging.info('distributed: %s', distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                                                           FLAGS.process_id, local_device_ids=ids))
+    import jax
+
+    _hide_gpus_from_tf()
+    logging.info('JAX process: %d / %d', jax.process_index(), jax.process_count())
+    logging.info('JAX devices: %d global, %d local: %r', jax.device_count(), jax.local_device_count(),
+                 jax.local_devices())
+
+    from anycost_jax.train import trainer  # imports TF (input pipeline), so after the set-up above
+    _hide_gpus_from_tf()
+    trainer.train_and_evaluate(config, FLAGS.workdir)
+
+
+if __name__ == '__main__':
+    app.run(main)
