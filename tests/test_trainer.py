@@ -224,3 +224,50 @@ def test_config_errors(data_dir, tmp_path):
     for name in ('ffhq', 'lsun_car'):  # the distilling stages need the user's teacher
         with pytest.raises(ValueError, match='needs a teacher'):
             trainer.config_lib.check(load_config_file(name, 'anycost'))
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(('localhost', 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_like_one(data_dir, tmp_path):
+    """launch/train.py as 2 processes x 4 devices (jax.distributed on localhost) = 1 process x 8."""
+    import subprocess
+    import sys
+    from anycost_jax.data import pipeline
+    pipeline.load_source('anycost_shapes', 16, data_dir=data_dir)  # prepare once, not in both processes
+    overrides = dict(dataset='anycost_shapes', data_dir=data_dir, resolution=16, batch_size=8, num_steps=2,
+                     n_res=2, n_sampled_res=1, d_reg_every=1, use_lpips=False, teacher='ema', distill_weight=1.,
+                     sort_pretrain=False, log_every=1, sample_every=2, checkpoint_every=1, n_samples=2)
+    overrides.update({'model.style_dim': 16, 'model.n_mlp': 1, 'model.channel_multiplier': 1 / 64})
+    args = ['--config=configs/ffhq.py:anycost'] + [f'--config.{k}={v}' for k, v in overrides.items()]
+    flags = os.environ['XLA_FLAGS'].replace('device_count=8', 'device_count=4')
+    env = {**os.environ, 'XLA_FLAGS': flags}
+    port, multi = _free_port(), str(tmp_path / 'multi')
+    procs = [subprocess.Popen([sys.executable, 'launch/train.py', *args, f'--workdir={multi}',
+                               f'--coordinator_address=localhost:{port}', '--num_processes=2', f'--process_id={i}'],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=900)[0])
+    finally:
+        for p in procs:
+            p.kill()
+    for i, (p, out) in enumerate(zip(procs, outs)):
+        assert p.returncode == 0, f'process {i} failed:\n{out[-4000:]}'
+        assert 'JAX process: %d / 2' % i in out
+        assert 'parameters identical on all 8 devices of 2 process(es)' in out, out[-2000:]
+    # The same run in this process on 8 local devices: the same parameters (up to the summation
+    # order of the cross-process all-reduce).
+    single = trainer.train_and_evaluate(trainer.config_lib.config_dict.ConfigDict(
+        json.load(open(os.path.join(multi, 'config.json')))), str(tmp_path / 'single'))
+    _, multi_g = convert.load_model(os.path.join(multi, 'generator'))
+    for a, b in zip(jax.tree.leaves(multi_g['params']), jax.tree.leaves(jax.tree.map(np.asarray, single.ema_params))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with ckpt_lib.Checkpointer(os.path.join(multi, 'checkpoints')) as ck:
+        assert ck.all_steps() == [1, 2]

@@ -99,21 +99,31 @@ def _module_config(module) -> dict:
 
 
 def save_model(path: str, module, variables: dict) -> str:
-    """Writes a model directory: ``model.json`` (class + constructor) and Orbax ``variables/``."""
+    """Writes a model directory: ``model.json`` (class + constructor) and Orbax ``variables/``.
+
+    With several JAX processes every process must call it (Orbax synchronizes them); process 0
+    writes the files.
+    """
     import orbax.checkpoint as ocp
+    from jax.experimental import multihost_utils
     path = os.path.abspath(path)
-    if os.path.exists(path):
+    primary = jax.process_index() == 0
+    if primary and os.path.exists(path):
         ours = os.path.isdir(path) and (not os.listdir(path) or os.path.exists(os.path.join(path, _MODEL_FILE)))
         if not ours:  # never delete a file or a directory of something else
             raise FileExistsError(f'save_model: {path!r} exists and is not a model directory (no {_MODEL_FILE}); '
                                   f'refusing to overwrite it, pass a new or empty directory')
         shutil.rmtree(path)
-    os.makedirs(path)
+    if primary:
+        os.makedirs(path)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f'save_model:{path}')
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(os.path.join(path, _VARIABLES_DIR), jax.tree.map(np.asarray, variables))
         ckptr.wait_until_finished()
-    with open(os.path.join(path, _MODEL_FILE), 'w') as f:
-        json.dump({'class': type(module).__name__, 'config': _module_config(module)}, f, indent=1)
+    if primary:
+        with open(os.path.join(path, _MODEL_FILE), 'w') as f:
+            json.dump({'class': type(module).__name__, 'config': _module_config(module)}, f, indent=1)
     return path
 
 

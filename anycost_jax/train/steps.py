@@ -269,12 +269,24 @@ class Steps:
         shared with another tree (e.g. a teacher made from the same parameters) would be freed.
         """
         # Through host memory: device_put(..., may_alias=False) still shared device 0's buffer
-        # between two trees made from the same arrays (jax 0.10.2). Set-up only, so cheap enough.
-        def fresh(x):
-            if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
-                return jax.random.wrap_key_data(np.asarray(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+        # between two trees made from the same arrays (jax 0.10.2), and device_put cannot target
+        # the other processes' devices; make_array_from_callback builds this process's shards.
+        # Set-up only, so cheap enough.
+        sharding = jax.sharding.NamedSharding(self.mesh, P())
+
+        def host(x):
+            if isinstance(x, jax.Array) and not x.is_fully_addressable:
+                x = x.addressable_data(0)  # replicated: any local shard is the whole value
             return np.asarray(x)
-        return jax.device_put(jax.tree.map(fresh, tree), jax.sharding.NamedSharding(self.mesh, P()))
+
+        def fresh(x):
+            if jnp.issubdtype(getattr(x, 'dtype', np.float32), jax.dtypes.prng_key):
+                data = host(jax.random.key_data(x))
+                arr = jax.make_array_from_callback(data.shape, sharding, lambda i: data[i])
+                return jax.random.wrap_key_data(arr, impl=jax.random.key_impl(x))
+            a = host(x)
+            return jax.make_array_from_callback(a.shape, sharding, lambda i: a[i])
+        return jax.tree.map(fresh, tree)
 
     # ------------------------------------------------------------------ compiled programs
 

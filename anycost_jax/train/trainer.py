@@ -452,6 +452,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
                     save(force=True)
                     break
         ckpt.wait()
+        log.info(check_replicas_agree(state))
         if step == config.num_steps:
             _export(gen, disc, state, workdir, is_main)
     finally:
@@ -459,6 +460,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
         ckpt.close()
         writer.flush()
     return state
+
+
+def check_replicas_agree(state: steps_lib.TrainState) -> str:
+    """Raises if any device of any process holds different G / D / EMA parameters; else says so.
+
+    Every device applies the same pmean-ed update, so the replicas must be bitwise equal; a
+    difference means a broken collective or non-deterministic hardware, and the run is void.
+    """
+    leaves = jax.tree.leaves((state.g_params, state.d_params, state.ema_params))
+    prints = []
+    for leaf in leaves:
+        shards = [np.asarray(s.data) for s in leaf.addressable_shards]
+        if any(not np.array_equal(shards[0], s) for s in shards[1:]):
+            raise RuntimeError(f'process {jax.process_index()}: the devices hold different parameters; '
+                               f'the data-parallel replicas diverged')
+        prints.append(np.float64(np.abs(shards[0].astype(np.float64)).sum()))
+    prints = np.asarray(prints)
+    if jax.process_count() > 1:
+        everyone = multihost_utils.process_allgather(prints)
+        if not all(np.array_equal(everyone[0], p) for p in everyone[1:]):
+            raise RuntimeError('the processes hold different parameters: the data-parallel replicas diverged')
+    return f'parameters identical on all {jax.device_count()} devices of {jax.process_count()} process(es)'
 
 
 def _write_samples(sampler, state, step, workdir, writer, is_main):
@@ -483,10 +506,9 @@ def _evaluate(config, gen, state, step, writer):
 
 
 def _export(gen, disc, state, workdir, is_main):
-    """The final EMA generator (with its mean w) and D as model directories."""
-    if not is_main:
-        return
+    """The final EMA generator (with its mean w) and D as model directories (every process calls it)."""
     g_vars = convert.add_mean_style(gen, {'params': _local(state.ema_params), 'noise': _local(state.g_noise)})
     convert.save_model(os.path.join(workdir, 'generator'), gen, g_vars)
     convert.save_model(os.path.join(workdir, 'discriminator'), disc, {'params': _local(state.d_params)})
-    log.info('exported %s/generator and %s/discriminator', workdir, workdir)
+    if is_main:
+        log.info('exported %s/generator and %s/discriminator', workdir, workdir)
