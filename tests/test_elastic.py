@@ -77,7 +77,9 @@ def test_masked_sliced_exported_agree_flexible(variables):
         sub, sub_vars = elastic.export(GEN, variables, channels=tuple(ch))
         scale = float(jnp.abs(sliced).max())
         np.testing.assert_allclose(masked, sliced, atol=1e-5 * scale, rtol=0)
-        np.testing.assert_allclose(masked_list, masked, atol=0, rtol=0)
+        # Two programs: equal up to XLA's float reassociation (bitwise under -O2, not under the
+        # suite's -O0, see conftest.py).
+        np.testing.assert_allclose(masked_list, masked, atol=1e-6 * scale, rtol=0)
         np.testing.assert_allclose(apply(sub, sub_vars, Z), sliced, atol=1e-6 * scale, rtol=0)
 
 
