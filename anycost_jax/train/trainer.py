@@ -252,6 +252,11 @@ def _local(tree):
     return jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), tree)
 
 
+def _ema_variables(state) -> dict:
+    """This process's copy of the EMA generator's variables (samples, evaluation, export)."""
+    return {'params': _local(state.ema_params), 'noise': _local(state.g_noise)}
+
+
 # ---------------------------------------------------------------------------- preemption
 
 
@@ -374,8 +379,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
             raise RuntimeError(f'{workdir}/checkpoints has no usable checkpoint, only corrupt ones moved aside: '
                                f'{moved}. Move them out of the way (or use a new workdir) to start afresh')
     else:
-        state, meta, start = restored
-        log.info('resumed from %s/checkpoints/%d', workdir, start)
+        state, _, resumed_at = restored
+        log.info('resumed from %s/checkpoints/%d', workdir, resumed_at)
     start = int(state.step)
     teacher_params = steps.replicate(teacher_params)
 
@@ -487,7 +492,7 @@ def check_replicas_agree(state: steps_lib.TrainState) -> str:
 def _write_samples(sampler, state, step, workdir, writer, is_main):
     if not is_main:
         return
-    variables = {'params': _local(state.ema_params), 'noise': _local(state.g_noise)}
+    variables = _ema_variables(state)
     grid = sampler.grid(variables)
     writer.write_images(step, {'samples': grid[None]})
     os.makedirs(os.path.join(workdir, 'samples'), exist_ok=True)
@@ -496,7 +501,7 @@ def _write_samples(sampler, state, step, workdir, writer, is_main):
 
 
 def _evaluate(config, gen, state, step, writer):
-    variables = {'params': _local(state.ema_params), 'noise': _local(state.g_noise)}
+    variables = _ema_variables(state)
     for name in config.eval_metrics:
         if name not in EVALUATORS:
             raise ValueError(f'config: eval_metrics names {name!r}; registered: {sorted(EVALUATORS)}')
@@ -507,7 +512,7 @@ def _evaluate(config, gen, state, step, writer):
 
 def _export(gen, disc, state, workdir, is_main):
     """The final EMA generator (with its mean w) and D as model directories (every process calls it)."""
-    g_vars = convert.add_mean_style(gen, {'params': _local(state.ema_params), 'noise': _local(state.g_noise)})
+    g_vars = convert.add_mean_style(gen, _ema_variables(state))
     convert.save_model(os.path.join(workdir, 'generator'), gen, g_vars)
     convert.save_model(os.path.join(workdir, 'discriminator'), disc, {'params': _local(state.d_params)})
     if is_main:
