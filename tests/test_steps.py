@@ -1,6 +1,7 @@
 """Per-device training steps on 8 simulated devices: one compiled program serves every sampled
 sub-network and resolution. (Every stage end to end, with equal replicas: test_trainer.py.)"""
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -70,3 +71,63 @@ def test_step_config_validation():
     with pytest.raises(ValueError, match='conditioned_d'):
         st.StepConfig(conditioned_d=True)
     assert st.ema_beta(32, 10) == pytest.approx(0.5 ** (32 / 10000))
+
+
+def _bf16_ops(fn, *args) -> int:
+    """How many convolutions / matmuls of ``fn``'s program take bfloat16 operands."""
+    jaxpr = jax.make_jaxpr(fn)(*args)
+    prims = ('conv_general_dilated', 'dot_general')
+
+    def count(jx):
+        n = 0
+        for eqn in jx.eqns:
+            if eqn.primitive.name in prims and any(getattr(v.aval, 'dtype', None) == jnp.bfloat16 for v in eqn.invars):
+                n += 1
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                n += count(sub)
+        return n
+    return count(jaxpr.jaxpr)
+
+
+def test_bf16_blocks_compute_in_bf16_and_stay_close():
+    z = jax.random.normal(jax.random.key(3), (4, 16))
+    v = GEN.init_variables(jax.random.key(0))
+    fast = GEN.clone(bf16_from_res=RES)
+    ref, out = GEN.apply(v, z), fast.apply(v, z)
+    assert out.dtype == jnp.float32
+    assert 0 < float(jnp.abs(out - ref).max() / jnp.abs(ref).max()) < 0.05  # bf16 rounding, nothing worse
+    assert _bf16_ops(lambda z: GEN.apply(v, z), z) == 0
+    assert _bf16_ops(lambda z: fast.apply(v, z), z) >= 2  # the two convs of the 16x16 block
+    # Below the threshold nothing changes.
+    np.testing.assert_array_equal(fast.apply(v, z, target_res=RES // 2), GEN.apply(v, z, target_res=RES // 2))
+
+    disc = DiscriminatorMultiRes(RES, n_res=2, modulate=True, channel_multiplier=1 / 64)
+    dv = disc.init_variables(jax.random.key(1))
+    arch = elastic.arch_code(jnp.zeros(elastic.num_elastic_layers(RES), jnp.int32))
+    fast_d = disc.clone(bf16_from_res=RES)
+    logits = fast_d.apply(dv, ref, arch)
+    assert logits.dtype == jnp.float32
+    np.testing.assert_allclose(logits, disc.apply(dv, ref, arch), rtol=0.05, atol=0.05)
+    assert _bf16_ops(lambda x: fast_d.apply(dv, x, arch), ref) > 0
+    # R1's gradient with respect to the reals is float32.
+    assert jax.grad(lambda x: fast_d.apply(dv, x, arch).sum())(ref).dtype == jnp.float32
+
+
+def test_bf16_training_step_keeps_float32_state():
+    cfg, _ = STAGES['anycost']
+    mesh = jax.make_mesh((jax.device_count(),), (st.AXIS,))
+    gen = GEN.clone(bf16_from_res=RES)
+    disc = DiscriminatorMultiRes(RES, n_res=2, modulate=True, channel_multiplier=1 / 64, bf16_from_res=RES)
+    g_vars, d_vars = GEN.init_variables(jax.random.key(0)), disc.init_variables(jax.random.key(1))
+    tx = st.adam(0.002)
+    steps = st.Steps(mesh, gen, disc, cfg, tx, tx, teacher=gen)
+    state = steps.replicate(st.create_state(jax.random.key(2), g_vars, d_vars, tx, tx))
+    progs, batch = steps.programs(), steps.shard_batch(reals(n_res=2))
+    state, d_metrics = progs['d_step'](state, batch)
+    state, r1_metrics = progs['d_reg_step'](state, batch)
+    state, g_metrics = progs['g_step'](state, batch, steps.replicate(g_vars['params']))
+    for m in (d_metrics, r1_metrics, g_metrics):
+        for k, x in m.items():
+            assert x.dtype == jnp.float32 and np.isfinite(np.asarray(x)).all(), k
+    assert {x.dtype for x in jax.tree.leaves((state.g_params, state.d_params, state.ema_params, state.g_opt_state,
+                                               state.d_opt_state)) if hasattr(x, 'dtype') and x.ndim} == {np.dtype('float32')}

@@ -41,6 +41,11 @@ def minibatch_stddev(x: Array, group_size: int = 4, n_feat: int = 1) -> Array:
     return jnp.concatenate([x, y.astype(x.dtype)], axis=-1)
 
 
+def compute_dtype(res: int, bf16_from_res: Optional[int]):
+    """bfloat16 for layers that read a resolution of at least ``bf16_from_res``, else float32."""
+    return jnp.bfloat16 if bf16_from_res is not None and res >= bf16_from_res else jnp.float32
+
+
 class _Head(nn.Module):
     """Minibatch stddev -> 3x3 conv -> flatten -> two equalized FC layers."""
     channels: int
@@ -48,7 +53,7 @@ class _Head(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        x = minibatch_stddev(x, self.stddev_group)
+        x = minibatch_stddev(x.astype(jnp.float32), self.stddev_group)
         x = ConvLayer(self.channels, 3, name='final_conv')(x)
         x = x.reshape(x.shape[0], -1)  # (h, w, c) order; convert/ permutes the original's (c, h, w)
         x = EqualDense(self.channels, activation='lrelu', name='final_linear_0')(x)
@@ -69,6 +74,9 @@ class Discriminator(nn.Module):
     channel_multiplier: float = 2
     channel_max: int = 512
     blur_kernel: Sequence[float] = (1, 3, 3, 1)
+    # Layers reading a resolution of at least this compute in bfloat16 (parameters, the head and
+    # the logits stay float32); None: float32 everywhere.
+    bf16_from_res: Optional[int] = None
 
     def init_variables(self, rng: Array) -> dict:
         return init_variables(self, rng, jnp.zeros((1, self.resolution, self.resolution, 3)))
@@ -78,9 +86,11 @@ class Discriminator(nn.Module):
         _check_images(x, (self.resolution,))
         ch = elastic.channels_per_resolution(self.channel_multiplier, self.channel_max)
         log_res = elastic.log2_resolution(self.resolution)
-        out = ConvLayer(ch[self.resolution], 1, name='from_rgb')(x)
+        dtype = lambda r: compute_dtype(r, self.bf16_from_res)
+        out = ConvLayer(ch[self.resolution], 1, name='from_rgb')(x.astype(dtype(self.resolution)))
         for i, lr in enumerate(range(log_res, 2, -1)):
-            out = ResBlock(ch[2 ** lr], ch[2 ** (lr - 1)], blur_kernel=self.blur_kernel, name=f'blocks_{i}')(out)
+            out = ResBlock(ch[2 ** lr], ch[2 ** (lr - 1)], blur_kernel=self.blur_kernel, name=f'blocks_{i}')(
+                out.astype(dtype(2 ** lr)))
         return _Head(ch[4], name='head')(out)
 
 
@@ -92,6 +102,9 @@ class DiscriminatorMultiRes(nn.Module):
     channel_multiplier: float = 2
     channel_max: int = 512
     blur_kernel: Sequence[float] = (1, 3, 3, 1)
+    # Layers reading a resolution of at least this compute in bfloat16 (parameters, the head and
+    # the logits stay float32); None: float32 everywhere.
+    bf16_from_res: Optional[int] = None
 
     @property
     def input_resolutions(self) -> tuple[int, ...]:
@@ -124,7 +137,7 @@ class DiscriminatorMultiRes(nn.Module):
         idx = self.input_resolutions.index(res)
         # Every input resolution has its own fromRGB; declare them all so params do not depend on input.
         from_rgb = [ConvLayer(ch[r], 1, name=f'from_rgb_{i}') for i, r in enumerate(self.input_resolutions)]
-        out = from_rgb[idx](x)
+        out = from_rgb[idx](x.astype(compute_dtype(res, self.bf16_from_res)))
         if self.is_initializing():
             for i, r in enumerate(self.input_resolutions):
                 if i != idx:
@@ -134,7 +147,7 @@ class DiscriminatorMultiRes(nn.Module):
             block = ResBlock(ch[2 ** lr], ch[2 ** (lr - 1)], modulate=self.modulate and i >= len(levels) - 2,
                              blur_kernel=self.blur_kernel, name=f'blocks_{i}')
             if i >= idx:
-                out = block(out, arch)
+                out = block(out.astype(compute_dtype(2 ** lr, self.bf16_from_res)), arch)
             elif self.is_initializing():
                 block(jnp.zeros((1, 2 ** lr, 2 ** lr, ch[2 ** lr]), x.dtype), arch)
         return _Head(ch[4], name='head')(out)

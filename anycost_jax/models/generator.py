@@ -57,6 +57,9 @@ class Generator(nn.Module):
     widths: Optional[Sequence[int]] = None
     fan_in_widths: Optional[Sequence[int]] = None
     output_res: Optional[int] = None
+    # Blocks whose output resolution is at least this compute in bfloat16 (parameters stay float32,
+    # the RGB skip path and the returned images are float32); None: float32 everywhere.
+    bf16_from_res: Optional[int] = None
 
     # ------------------------------------------------------------------ static structure
 
@@ -91,6 +94,10 @@ class Generator(nn.Module):
     def _fan_in(self, layer: int) -> int:
         fan = self.fan_in_widths if self.fan_in_widths is not None else self.full_channels()
         return fan[layer]
+
+    def compute_dtype(self, res: int):
+        """The dtype the block producing resolution ``res`` computes in."""
+        return jnp.bfloat16 if self.bf16_from_res is not None and res >= self.bf16_from_res else jnp.float32
 
     # ------------------------------------------------------------------ argument handling
 
@@ -242,6 +249,7 @@ class Generator(nn.Module):
             if res > target_res:
                 break
             l_in, l1, l2 = 2 * b + 1, 2 * b + 2, 2 * b + 3
+            out = out.astype(self.compute_dtype(res))
             out = StyledConv(full[l_in], full[l1], 3, upsample=True, blur_kernel=self.blur_kernel,
                              fan_in=self._fan_in(l_in), name=f'convs_{2 * b}')(
                 out, w[:, l_in], noises[l1 - 1], in_width=width(l_in), out_width=width(l1), in_mask=mask(l_in),

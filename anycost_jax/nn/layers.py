@@ -198,7 +198,7 @@ class NoiseInjection(nn.Module):
     @nn.compact
     def __call__(self, x: Array, noise: Array) -> Array:
         weight = self.param('weight', nn.initializers.zeros, (1,))
-        return x + weight * noise
+        return x + (weight * noise).astype(x.dtype)
 
 
 class ModulatedConv(nn.Module):
@@ -277,7 +277,9 @@ class ToRGB(nn.Module):
     def __call__(self, x, style, skip=None, in_width=None, in_mask=None):
         out = ModulatedConv(self.in_features, 3, 1, demodulate=False, fan_in=self.fan_in, name='conv')(
             x, style, in_width=in_width, in_mask=in_mask)
-        out = out + self.param('bias', nn.initializers.zeros, (3,)).astype(out.dtype)
+        # The RGB skip path accumulates every resolution's output: keep it in float32 even when the
+        # block computes in a lower precision.
+        out = out.astype(jnp.float32) + self.param('bias', nn.initializers.zeros, (3,))
         if skip is not None:
             factor = 2
             kernel = make_kernel(self.blur_kernel) * factor ** 2
@@ -302,7 +304,7 @@ class EqualConv(nn.Module):
         out = lax.conv_general_dilated(x, (weight / math.sqrt(cin * k * k)).astype(x.dtype), (self.stride,) * 2,
                                        [(self.padding, self.padding)] * 2, dimension_numbers=_DN)
         if self.use_bias:
-            out = out + self.param('bias', nn.initializers.zeros, (self.features,))
+            out = out + self.param('bias', nn.initializers.zeros, (self.features,)).astype(out.dtype)
         return out
 
 

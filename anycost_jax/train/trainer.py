@@ -69,13 +69,16 @@ class NonFiniteError(FloatingPointError):
 
 def build_models(config):
     m = config.model
+    bf16 = config.get('bf16_from_res') or None  # config.json of older runs has no such field
     gen = Generator(config.resolution, style_dim=m.style_dim, n_mlp=m.n_mlp,
-                    channel_multiplier=m.channel_multiplier, channel_max=m.channel_max)
+                    channel_multiplier=m.channel_multiplier, channel_max=m.channel_max, bf16_from_res=bf16)
     if config.n_res > 1:
         disc = DiscriminatorMultiRes(config.resolution, n_res=config.n_res, modulate=config.conditioned_d,
-                                     channel_multiplier=m.channel_multiplier, channel_max=m.channel_max)
+                                     channel_multiplier=m.channel_multiplier, channel_max=m.channel_max,
+                                     bf16_from_res=bf16)
     else:
-        disc = Discriminator(config.resolution, channel_multiplier=m.channel_multiplier, channel_max=m.channel_max)
+        disc = Discriminator(config.resolution, channel_multiplier=m.channel_multiplier, channel_max=m.channel_max,
+                             bf16_from_res=bf16)
     return gen, disc
 
 
@@ -199,7 +202,8 @@ def load_teacher(config, gen):
     diff = _same_arch(t_gen, gen, ('resolution', 'style_dim'))
     if diff:
         raise ValueError(f'teacher={config.teacher!r} does not match the student: {"; ".join(diff)}')
-    return t_gen, t_vars['params']
+    # The teacher's forward pass is as costly as the student's: it runs in the run's precision.
+    return t_gen.clone(bf16_from_res=gen.bf16_from_res), t_vars['params']
 
 
 # ---------------------------------------------------------------------------- samples
@@ -512,6 +516,8 @@ def _evaluate(config, gen, state, step, writer):
 
 def _export(gen, disc, state, workdir, is_main):
     """The final EMA generator (with its mean w) and D as model directories (every process calls it)."""
+    # Exported models compute in float32 whatever the run's training precision was.
+    gen, disc = gen.clone(bf16_from_res=None), disc.clone(bf16_from_res=None)
     g_vars = convert.add_mean_style(gen, _ema_variables(state))
     convert.save_model(os.path.join(workdir, 'generator'), gen, g_vars)
     convert.save_model(os.path.join(workdir, 'discriminator'), disc, {'params': _local(state.d_params)})
