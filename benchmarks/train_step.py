@@ -20,6 +20,8 @@ global batch ``--batch``) on random-init weights (``Generator`` / discriminator 
   None, unconditioned D, full-width teacher): what training one statically sliced width costs,
   i.e. the baseline a per-width compiled program would give. ``multires`` is always measured
   when ``anycost`` is, as the reference.
+* ``<stage>+bf16`` (with ``--bf16_from_res R``): the stage with the G and D blocks at
+  resolution >= R computing in bfloat16 (``config.bf16_from_res``); compare with ``<stage>``.
 
 Protocol, identical for every case: each (stage, resolution) runs in a fresh subprocess (so that
 its peak memory is its own; ``--in_process`` runs all in this process instead). The first call of
@@ -45,6 +47,7 @@ Run from the repository root::
     python -m benchmarks.train_step                                        # CPU-sized: 64 px, multiplier 2
     python -m benchmarks.train_step --resolution 32 --channel_multiplier 0.25 --batch 8 --repeats 2
     python -m benchmarks.train_step --resolution 256 1024 --batch 32 --lpips --json train_step.json   # GPU
+    python -m benchmarks.train_step --resolution 256 --batch 32 --stages anycost --bf16_from_res 64   # GPU, bf16
 """
 from __future__ import annotations
 
@@ -85,6 +88,8 @@ def cases_for(args) -> list[tuple[str, int]]:
     names = []
     for s in stages:
         names.append(s)
+        if args.bf16_from_res:
+            names.append(s + '+bf16')
         if s == 'anycost':
             names += [f'sliced@{r:g}' for r in args.ratios]
     return [(name, res) for res in args.resolution for name in names]
@@ -92,20 +97,22 @@ def cases_for(args) -> list[tuple[str, int]]:
 
 def build(case: str, resolution: int, args):
     """(steps, state, batch, teacher_params or None, StepConfig) of one case, placed on the mesh."""
+    case, bf16 = case.removesuffix('+bf16'), case.endswith('+bf16')
+    bf16_from_res = args.bf16_from_res if bf16 else None
     gen = Generator(resolution, style_dim=args.style_dim, n_mlp=args.n_mlp,
-                    channel_multiplier=args.channel_multiplier)
+                    channel_multiplier=args.channel_multiplier, bf16_from_res=bf16_from_res)
     g_vars = gen.init_variables(jax.random.key(args.seed))
     n_res = 1 if case == 'stylegan2' else n_res_for(resolution)
     if case == 'stylegan2':
         cfg = st.StepConfig(pl_weight=PL_WEIGHT)
-        disc = Discriminator(resolution, channel_multiplier=args.channel_multiplier)
+        disc = Discriminator(resolution, channel_multiplier=args.channel_multiplier, bf16_from_res=bf16_from_res)
     else:
         anycost = case == 'anycost'
         cfg = st.StepConfig(n_res=n_res, n_sampled_res=min(N_SAMPLED_RES, n_res), distill_weight=DISTILL_WEIGHT,
                             use_lpips=args.lpips, channel_mode='uniform' if anycost else None,
                             conditioned_d=anycost)
         disc = DiscriminatorMultiRes(resolution, n_res=n_res, modulate=anycost,
-                                     channel_multiplier=args.channel_multiplier)
+                                     channel_multiplier=args.channel_multiplier, bf16_from_res=bf16_from_res)
     teacher, teacher_params, student, s_vars = None, None, gen, g_vars
     if cfg.distill_weight > 0:
         teacher, teacher_params = gen, g_vars['params']
@@ -203,6 +210,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--batch', type=int, default=8, help='global batch (over all devices)')
     p.add_argument('--ratios', type=float, nargs='*', default=[0.75, 0.5, 0.25],
                    help='uniform widths of the sliced baselines (none: skip them)')
+    p.add_argument('--bf16_from_res', type=int, default=0,
+                   help='also run every stage with G/D blocks at >= this resolution in bfloat16 (case "+bf16")')
     p.add_argument('--lpips', action='store_true', help='distillation with LPIPS-VGG too (as in training)')
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--warmup', type=int, default=1, help='untimed iterations after the compiling first calls')
