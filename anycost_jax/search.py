@@ -1,0 +1,349 @@
+"""Evolutionary search of flexible sub-generators under a MAC budget.
+
+A candidate is one width per elastic layer and an output resolution. Widths come from the
+flexible channel space the generator is trained on (:class:`anycost_jax.elastic.FlexibleSpace`:
+``RATIOS`` x full width, at least ``min_channel``, rounded up to ``divided_by``, never below the
+0.25-uniform width); resolutions default to the four highest (the original trains ``n_res=4``).
+MACs are counted with :mod:`anycost_jax.macs` (the paper's torchprofile count).
+
+The evolution (deterministic from ``seed``; numpy's PCG64 draws every random choice):
+
+* initial population: every uniform configuration (ratio x resolution) that fits the budget
+  (``seed_uniform``; the first generation is larger than ``population`` if there are more of
+  them), then random candidates (a resolution, then a width per layer, uniformly). With the
+  uniform seeds and elitism, the result is never worse than the best uniform configuration
+  within the budget (on the search's own samples);
+* every generation: the population is scored, sorted by distance (ties: fewer MACs first) and
+  the best ``parent_ratio`` of it are kept; ``mutation_ratio`` of the next population are
+  mutants of random parents (every layer's width, and the resolution, redrawn with probability
+  ``mutate_prob``), the rest children of two random parents (uniform crossover: each layer and
+  the resolution from either parent with probability 1/2);
+* a candidate over the budget is drawn again, at most ``max_retries`` times, then a
+  ``RuntimeError`` says so; resolutions whose cheapest candidate exceeds the budget are never
+  drawn, and a budget below every resolution's cheapest candidate is a ``ValueError``.
+
+The fitness is a distance to the full generator (lower is better), by default LPIPS (optionally
+plus MSE) on held-out z measured by :class:`anycost_jax.eval.consistency.ConsistencyEvaluator`,
+which renders every width in one compiled program per resolution. Scores are cached by the
+sub-network (layers above a candidate's resolution do not run, so they are not part of its
+identity), so elites and repeated children are never measured twice.
+
+The original's searched configurations (``assets/evolve_configs/*.json``) are written as
+``{name: {"channels": [...], "res": int, "macs": int, "dist": float}}``, named after the
+budget (e.g. "101G" for a 101e9-MAC budget); :func:`to_json` writes the same schema.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Callable, Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+
+from anycost_jax import elastic, macs
+from anycost_jax.models.generator import Generator
+
+FitnessFn = Callable[[Sequence['Candidate']], Sequence[float]]
+METRICS = ('lpips', 'mse', 'lpips+mse')
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One sub-generator: full-length ``channels`` (one per elastic layer), ``res``, its MACs and
+    distance to the full generator (NaN until scored)."""
+    channels: tuple[int, ...]
+    res: int
+    macs: int
+    dist: float = math.nan
+
+    @property
+    def key(self) -> tuple:
+        """The sub-network's identity: the widths of the layers that run, and the resolution."""
+        return tuple(self.channels[:2 * (int(self.res).bit_length() - 2)]), self.res  # 2 layers per res from 4
+
+    def scored(self, dist: float) -> 'Candidate':
+        return dataclasses.replace(self, dist=float(dist))
+
+    def to_json(self) -> dict:
+        return {'channels': [int(c) for c in self.channels], 'res': int(self.res), 'macs': int(self.macs),
+                'dist': float(self.dist)}
+
+
+@dataclasses.dataclass
+class SearchResult:
+    budget: int
+    best: Candidate
+    history: list[list[Candidate]]  # every generation's population, best first
+    evaluated: list[Candidate]      # every distinct sub-network scored by this run, in order
+    frontier: list[Candidate]       # the Pareto-optimal (MACs, distance) points among ``evaluated``
+
+
+class SearchSpace:
+    """Width choices per layer and output resolutions of one (full, not exported) generator."""
+
+    def __init__(self, gen: Generator, resolutions: Optional[Sequence[int]] = None, min_channel: int = 8,
+                 divided_by: int = 1):
+        if gen.widths is not None or gen.output_res is not None:
+            raise ValueError('search the full generator, not an exported sub-generator')
+        self.gen = gen
+        self.full = list(gen.full_channels())
+        flex = elastic.FlexibleSpace(gen.resolution, self.full, min_channel, divided_by)
+        self.choices = [sorted({int(flex.widths[l, k]) for k in range(len(elastic.RATIOS)) if flex.valid[l, k]})
+                        for l in range(len(self.full))]
+        resolutions = gen.output_resolutions[-4:] if resolutions is None else resolutions
+        for r in resolutions:
+            gen._check_target_res(r)
+        if not resolutions:
+            raise ValueError('resolutions is empty')
+        self.resolutions = tuple(sorted({int(r) for r in resolutions}))
+
+    def candidate(self, channels: Sequence[int], res: int) -> Candidate:
+        channels = tuple(int(c) for c in channels)
+        return Candidate(channels, int(res), macs.generator_macs(self.gen, channels=channels, target_res=res))
+
+    def smallest(self, res: int) -> Candidate:
+        return self.candidate([c[0] for c in self.choices], res)
+
+    def uniform(self, ratio: float, res: int) -> Candidate:
+        """The uniform sub-generator at ``ratio`` (as ``channel_ratio`` computes it) and ``res``."""
+        return self.candidate(elastic.uniform_channels(self.gen.resolution, ratio, self.full, self.gen.channel_max),
+                              res)
+
+    def random(self, rng: np.random.Generator, resolutions: Sequence[int]) -> Candidate:
+        res = resolutions[rng.integers(len(resolutions))]
+        return self.candidate([c[rng.integers(len(c))] for c in self.choices], res)
+
+    def mutate(self, parent: Candidate, rng: np.random.Generator, prob: float,
+               resolutions: Sequence[int]) -> Candidate:
+        channels = [c[rng.integers(len(c))] if rng.random() < prob else old
+                    for old, c in zip(parent.channels, self.choices)]
+        res = resolutions[rng.integers(len(resolutions))] if rng.random() < prob else parent.res
+        return self.candidate(channels, res)
+
+    def crossover(self, a: Candidate, b: Candidate, rng: np.random.Generator) -> Candidate:
+        pick = rng.random(len(self.full) + 1) < 0.5
+        channels = [x if p else y for x, y, p in zip(a.channels, b.channels, pick)]
+        return self.candidate(channels, a.res if pick[-1] else b.res)
+
+
+def budget_name(budget: float) -> str:
+    """'101G' for 1.01e11, '250M', '40K', like the original's configuration names."""
+    for scale, suffix in ((1e9, 'G'), (1e6, 'M'), (1e3, 'K')):
+        if budget >= scale:
+            return f'{budget / scale:.3g}{suffix}' if budget < 10 * scale else f'{round(budget / scale)}{suffix}'
+    return str(int(budget))
+
+
+def parse_budgets(values: Iterable, full_macs: int) -> list[int]:
+    """MAC budgets from numbers or strings: values <= 1 are fractions of ``full_macs``."""
+    out = []
+    for v in values:
+        x = float(v)
+        if not x > 0:
+            raise ValueError(f'budget {v!r} must be positive')
+        out.append(int(x * full_macs) if x <= 1 else int(x))
+    return out
+
+
+def pareto_frontier(candidates: Iterable[Candidate]) -> list[Candidate]:
+    """The candidates no other candidate beats in both MACs and distance, by increasing MACs."""
+    frontier: list[Candidate] = []
+    for c in sorted(candidates, key=lambda c: (c.macs, c.dist)):
+        if not frontier or c.dist < frontier[-1].dist:
+            frontier.append(c)
+    return frontier
+
+
+class _Scorer:
+    """Scores candidates through ``fitness_fn`` with a cache keyed by sub-network."""
+
+    def __init__(self, fitness_fn: FitnessFn, cache: Optional[dict] = None):
+        self.fitness_fn = fitness_fn
+        self.cache = {} if cache is None else cache
+
+    def __call__(self, candidates: Sequence[Candidate]) -> list[Candidate]:
+        todo: dict[tuple, Candidate] = {}
+        for c in candidates:
+            if c.key not in self.cache and c.key not in todo:
+                todo[c.key] = c
+        if todo:
+            dists = list(self.fitness_fn(list(todo.values())))
+            if len(dists) != len(todo):
+                raise ValueError(f'fitness_fn returned {len(dists)} values for {len(todo)} candidates')
+            for k, d in zip(todo, dists):
+                if not math.isfinite(float(d)):
+                    raise FloatingPointError(f'fitness of {todo[k]} is {d}')
+                self.cache[k] = float(d)
+        return [c.scored(self.cache[c.key]) for c in candidates]
+
+
+def _sort(population: Sequence[Candidate]) -> list[Candidate]:
+    return sorted(population, key=lambda c: (c.dist, c.macs, c.res, c.channels))
+
+
+def evolve(space: SearchSpace, budget: int, fitness_fn: FitnessFn, *, population: int = 50, iterations: int = 20,
+           parent_ratio: float = 0.25, mutation_ratio: float = 0.5, mutate_prob: float = 0.1, seed: int = 0,
+           max_retries: int = 1000, seed_uniform: bool = True, cache: Optional[dict] = None,
+           callback: Optional[Callable[[int, list[Candidate]], None]] = None) -> SearchResult:
+    """Evolves sub-generators with at most ``budget`` MACs; ``iterations`` generations after the first.
+
+    ``fitness_fn(candidates) -> distances`` (lower is better) is called once per generation
+    with the candidates not scored before (``cache``, a dict keyed by :attr:`Candidate.key`,
+    may be shared between runs with the same fitness). ``callback(generation, population)``
+    sees every scored generation, best first.
+    """
+    budget = int(budget)
+    if population < 2 or iterations < 0 or max_retries < 1:
+        raise ValueError(f'need population >= 2, iterations >= 0 and max_retries >= 1; got {population}, '
+                         f'{iterations}, {max_retries}')
+    if not (0 <= parent_ratio <= 1 and 0 <= mutation_ratio <= 1 and 0 <= mutate_prob <= 1):
+        raise ValueError('parent_ratio, mutation_ratio and mutate_prob must lie in [0, 1]')
+    n_parents = max(1, int(round(parent_ratio * population)))
+    n_mutants = min(population - n_parents, int(round(mutation_ratio * population)))
+    n_children = population - n_parents - n_mutants
+    cheapest = {r: space.smallest(r).macs for r in space.resolutions}
+    feasible = [r for r in space.resolutions if cheapest[r] <= budget]
+    if not feasible:
+        raise ValueError(f'budget {budget:,} MACs is below the cheapest candidate at every resolution '
+                         f'({", ".join(f"{r}: {m:,}" for r, m in cheapest.items())})')
+    rng = np.random.default_rng(seed)
+
+    def draw(make: Callable[[], Candidate], what: str) -> Candidate:
+        for _ in range(max_retries):
+            c = make()
+            if c.macs <= budget:
+                return c
+        raise RuntimeError(f'no {what} within the budget of {budget:,} MACs in {max_retries} draws (the cheapest '
+                           f'candidate costs {min(cheapest[r] for r in feasible):,}); raise the budget, '
+                           f'max_retries, or restrict the resolutions')
+
+    pop: list[Candidate] = []
+    if seed_uniform:
+        uniform: dict[tuple, Candidate] = {}
+        for r in feasible:
+            for ratio in elastic.RATIOS:
+                c = space.uniform(ratio, r)
+                if c.macs <= budget:
+                    uniform.setdefault(c.key, c)
+        pop = list(uniform.values())
+    while len(pop) < population:
+        pop.append(draw(lambda: space.random(rng, feasible), 'random candidate'))
+
+    scorer = _Scorer(fitness_fn, cache)
+    history: list[list[Candidate]] = []
+    evaluated: dict[tuple, Candidate] = {}
+    for generation in range(iterations + 1):
+        pop = _sort(scorer(pop))
+        for c in pop:
+            evaluated.setdefault(c.key, c)
+        history.append(pop)
+        if callback is not None:
+            callback(generation, pop)
+        if generation == iterations:
+            break
+        parents = pop[:n_parents]
+        mutants = [draw(lambda: space.mutate(parents[rng.integers(n_parents)], rng, mutate_prob, feasible),
+                        'mutant') for _ in range(n_mutants)]
+
+        def cross():
+            i, j = rng.integers(n_parents), rng.integers(n_parents)
+            return space.crossover(parents[i], parents[j], rng)
+
+        children = [draw(cross, 'crossover child') for _ in range(n_children)]
+        pop = parents + mutants + children
+    evaluated_list = list(evaluated.values())
+    best = _sort(evaluated_list)[0]
+    return SearchResult(budget, best, history, evaluated_list, pareto_frontier(evaluated_list))
+
+
+def consistency_fitness(evaluator, metric: str = 'lpips') -> FitnessFn:
+    """Fitness from a :class:`~anycost_jax.eval.consistency.ConsistencyEvaluator`: 'lpips', 'mse'
+    or 'lpips+mse' against the full generator on the evaluator's held-out z."""
+    if metric not in METRICS:
+        raise ValueError(f'metric={metric!r} is not supported; expected one of {METRICS}')
+    if 'lpips' in metric and not evaluator.use_lpips:
+        raise ValueError(f'metric={metric!r} needs an evaluator built with use_lpips=True')
+
+    def fitness(candidates: Sequence[Candidate]) -> list[float]:
+        scores = evaluator.evaluate([(c.channels, c.res) for c in candidates])
+        return [sum(s[m] for m in metric.split('+')) for s in scores]
+    return fitness
+
+
+def search(space: SearchSpace, budgets: Sequence[int], fitness_fn: FitnessFn, *,
+           names: Optional[Sequence[str]] = None, cache: Optional[dict] = None,
+           **kwargs) -> dict[str, SearchResult]:
+    """:func:`evolve` for every budget (one shared score cache); ``{name: result}`` with names
+    from :func:`budget_name` unless given."""
+    names = list(names) if names is not None else [budget_name(b) for b in budgets]
+    if len(names) != len(budgets) or len(set(names)) != len(names):
+        raise ValueError(f'need one distinct name per budget, got {names} for {list(budgets)}')
+    cache = {} if cache is None else cache
+    return {n: evolve(space, b, fitness_fn, cache=cache, **kwargs) for n, b in zip(names, budgets)}
+
+
+def uniform_points(space: SearchSpace, fitness_fn: FitnessFn, ratios: Sequence[float] = elastic.RATIOS,
+                   resolutions: Optional[Sequence[int]] = None, cache: Optional[dict] = None) -> dict[str, Candidate]:
+    """Every uniform ratio x resolution (default: the space's resolutions), scored: ``{'0.5x@256': ...}``."""
+    resolutions = space.resolutions if resolutions is None else resolutions
+    labels = {f'{r}x@{res}': space.uniform(r, res) for res in resolutions for r in ratios}
+    scored = _Scorer(fitness_fn, cache)(list(labels.values()))
+    return dict(zip(labels, scored))
+
+
+def best_under(candidates: Mapping[str, Candidate], budget: int) -> Optional[tuple[str, Candidate]]:
+    """The lowest-distance ``(label, candidate)`` within ``budget`` MACs, or None."""
+    fits = [(label, c) for label, c in candidates.items() if c.macs <= budget]
+    return min(fits, key=lambda lc: (lc[1].dist, lc[1].macs)) if fits else None
+
+
+def to_json(results: Mapping[str, SearchResult | Candidate]) -> dict:
+    """``{name: {"channels", "res", "macs", "dist"}}`` of each result's best candidate."""
+    return {name: (r.best if isinstance(r, SearchResult) else r).to_json() for name, r in results.items()}
+
+
+def save_json(path: str, results: Mapping[str, SearchResult | Candidate]) -> dict:
+    data = to_json(results)
+    with open(path, 'w') as f:
+        json.dump(data, f, indent=4, sort_keys=True)
+    return data
+
+
+def plot_tradeoff(path: str, searched: Mapping[str, Candidate | dict], uniform: Mapping[str, Candidate | dict],
+                  title: Optional[str] = None, ylabel: str = 'distance to the full generator') -> str:
+    """Writes a PNG of distance vs MACs: the uniform configurations (one line per resolution,
+    through the ratios) and the searched ones (stars, named). Uses matplotlib's Agg canvas
+    directly, so no global backend is changed."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    def point(c):
+        return (c.macs, c.dist, c.res) if isinstance(c, Candidate) else (c['macs'], c['dist'], c['res'])
+
+    fig = Figure(figsize=(7, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    by_res: dict[int, list[tuple[float, float]]] = {}
+    for c in uniform.values():
+        m, d, r = point(c)
+        by_res.setdefault(r, []).append((m, d))
+    for r in sorted(by_res, reverse=True):
+        pts = sorted(by_res[r])
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], 'o-', label=f'uniform @{r}', alpha=0.8)
+    if searched:
+        pts = [(name, *point(c)) for name, c in searched.items()]
+        ax.plot([p[1] for p in pts], [p[2] for p in pts], '*', color='crimson', markersize=14, label='searched',
+                linestyle='none')
+        for name, m, d, r in pts:
+            ax.annotate(f'{name}@{r}', (m, d), textcoords='offset points', xytext=(5, 5), fontsize=8)
+    ax.set_xscale('log')
+    ax.set_xlabel('MACs')
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which='both', alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, format='png')
+    return path
