@@ -84,10 +84,18 @@ def stages(tmp_path_factory, data_dir):
     out['multires'] = str(root / 's1'), trainer.train_and_evaluate(
         tiny('multires', data_dir, tune_from=s0, teacher=s0), str(root / 's1'))
     s1 = out['multires'][0]
-    # Stage 2 from stage 1's exported *model directory* (generator/ + discriminator/ beside it).
-    out['anycost'] = str(root / 's2'), trainer.train_and_evaluate(
-        tiny('anycost', data_dir, tune_from=os.path.join(s1, 'generator'),
-             teacher=os.path.join(s1, 'generator')), str(root / 's2'))
+    # Stage 2 from stage 1's exported *model directory* (generator/ + discriminator/ beside it),
+    # with the periodic evaluation on (a small stand-in for the Inception network: no download).
+    from anycost_jax.eval import evaluate as evaluate_lib
+    from tests.test_fid import tiny_extractor
+    evaluate_lib._EXTRACTORS[None] = tiny_extractor()[0]
+    try:
+        out['anycost'] = str(root / 's2'), trainer.train_and_evaluate(
+            tiny('anycost', data_dir, tune_from=os.path.join(s1, 'generator'), teacher=os.path.join(s1, 'generator'),
+                 eval_every=1, eval_metrics=('macs', 'fid', 'consistency'), eval_n_fid=8, eval_n_consistency=2),
+            str(root / 's2'))
+    finally:
+        evaluate_lib._EXTRACTORS.pop(None)
     # The flexible stage from an *original-format .pt* (g_ema + d) of stage 1.
     pt = str(root / 's1.pt')
     g, gv = convert.load_generator(os.path.join(s1, 'generator'), mean_style=False)
@@ -130,6 +138,25 @@ def test_sample_grid_has_every_width_and_resolution(stages):
     cell, pad = 64, 2  # 16 px outputs are shown at 64 px
     # 4 widths x 2 resolutions per z, 2 z side by side.
     assert grid.shape == (4 * (cell + pad) + pad, 2 * (2 * (cell + pad) + pad), 3)
+
+
+def test_periodic_evaluation_and_best_fid_export(stages):
+    workdir, state = stages['anycost']
+    values, _ = scalars(workdir)
+    labels = [f'{r}x@{res}' for r in (1.0, 0.75, 0.5, 0.25) for res in (16, 8)]  # trained widths x resolutions
+    for metric in ('macs', 'fid', 'lpips', 'mse'):
+        for label in labels:
+            (step, v), = values[f'eval/{metric}/{label}']
+            assert step == 1 and np.isfinite(v), (metric, label)
+    assert values['eval/mse/1.0x@16'][0][1] == 0 < values['eval/mse/0.25x@16'][0][1]
+    # Real statistics made from the training data, one file per trained resolution.
+    for res in (16, 8):
+        assert os.path.exists(os.path.join(workdir, 'fid_stats', f'anycost_shapes_{res}.npz'))
+    # The best-FID EMA generator, exported with its step and FID.
+    best = json.load(open(os.path.join(workdir, trainer.BEST_DIR, trainer.BEST_FILE)))
+    assert best == {'step': 1, 'fid': pytest.approx(values['eval/fid/1.0x@16'][0][1])}
+    _, g_vars = convert.load_model(os.path.join(workdir, trainer.BEST_DIR))
+    assert_trees_equal(g_vars['params'], jax.tree.map(np.asarray, state.ema_params))
 
 
 def test_stage_transfers_are_checked(stages, data_dir, tmp_path):

@@ -70,7 +70,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint_every = 2000
     c.keep_checkpoints = 3
     c.eval_every = 0                     # 0: no periodic evaluation
-    c.eval_metrics = ()                  # names registered in anycost_jax.train.trainer.EVALUATORS
+    # Any of anycost_jax.eval.evaluate.METRICS ('macs', 'fid', 'consistency', 'ppl') and names
+    # registered in anycost_jax.train.trainer.EVALUATORS; every trained width x resolution.
+    c.eval_metrics = ()
+    c.fid_stats = ''                     # real statistics with {res}; '': WORKDIR/fid_stats/DATASET_{res}.npz
+    c.inception = ''                     # pytorch-fid weights file or URL; '': downloaded once, cached
+    c.eval_n_fid = 50_000                # images per FID (fakes; reals when statistics are made)
+    c.eval_n_consistency = 1000
+    c.eval_n_ppl = 100_000
     return c
 
 

@@ -45,6 +45,7 @@ from jax.experimental import multihost_utils
 
 from anycost_jax import convert, elastic, sorting
 from anycost_jax.data import pipeline
+from anycost_jax.eval import evaluate as evaluate_lib
 from anycost_jax.models.discriminator import Discriminator, DiscriminatorMultiRes
 from anycost_jax.models.generator import Generator
 from anycost_jax.render import resize, to_uint8
@@ -54,10 +55,12 @@ from anycost_jax.train import steps as steps_lib
 
 log = logging.getLogger(__name__)
 
-# name -> fn(step, generator, ema_variables, config) -> {scalar name: value}; run every eval_every
-# steps on process 0's copy of the EMA generator (FID and friends register here).
+# Custom metrics: name -> fn(step, generator, ema_variables, config) -> {scalar name: value}, run
+# every eval_every steps by every process on the EMA generator. The built-in metrics
+# (anycost_jax.eval.evaluate.METRICS) need no registration.
 EVALUATORS: dict[str, Callable] = {}
 CONFIG_FILE = 'config.json'
+BEST_DIR, BEST_FILE = 'best_generator', 'best.json'
 
 
 class NonFiniteError(FloatingPointError):
@@ -343,9 +346,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
     """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns the final state."""
     config_lib.check(config)
     quiet_orbax_info()
-    unknown = [m for m in config.eval_metrics if m not in EVALUATORS]
+    unknown = [m for m in config.eval_metrics if m not in EVALUATORS and m not in evaluate_lib.METRICS]
     if unknown:
-        raise ValueError(f'config: eval_metrics {unknown} are not registered; available: {sorted(EVALUATORS)}')
+        raise ValueError(f'config: eval_metrics {unknown} are neither built in ({", ".join(evaluate_lib.METRICS)}) '
+                         f'nor registered in trainer.EVALUATORS ({sorted(EVALUATORS)})')
     workdir = os.path.abspath(os.path.expanduser(workdir)) if '://' not in workdir else workdir
     n_dev, n_proc = jax.device_count(), jax.process_count()
     if config.batch_size % n_dev:
@@ -453,7 +457,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
                 if step % config.sample_every == 0 or step == config.num_steps:
                     _write_samples(sampler, state, step, workdir, writer, is_main)
                 if config.eval_every and step % config.eval_every == 0:
-                    _evaluate(config, gen, state, step, writer)
+                    _evaluate(config, gen, state, step, writer, workdir)
                 if step % config.checkpoint_every == 0 or step == config.num_steps:
                     save()
                 if stop.should_stop():
@@ -504,14 +508,61 @@ def _write_samples(sampler, state, step, workdir, writer, is_main):
     Image.fromarray(grid).save(os.path.join(workdir, 'samples', f'{step:08d}.png'))
 
 
-def _evaluate(config, gen, state, step, writer):
+def eval_configs(gen: Generator, config) -> dict:
+    """The sub-generators the trainer evaluates: every trained width x trained resolution."""
+    ratios = elastic.RATIOS[::-1] if config.channel_mode else (1.,)
+    return evaluate_lib.grid(gen, ratios, gen.output_resolutions[::-1][:config.n_res])
+
+
+def eval_settings(config, workdir: str) -> evaluate_lib.Settings:
+    stats = config.fid_stats or os.path.join(workdir, 'fid_stats', config.dataset.replace('/', '_') + '_{res}.npz')
+    return evaluate_lib.Settings(n_fid=config.eval_n_fid, n_ppl=config.eval_n_ppl,
+                                 n_consistency=config.eval_n_consistency, seed=config.seed, stats=stats,
+                                 dataset=config.dataset, data_dir=config.data_dir, manual_dir=config.manual_dir,
+                                 source_resolution=config.resolution, inception=config.inception or None, progress=False)
+
+
+def _evaluate(config, gen, state, step, writer, workdir):
+    """Built-in metrics of every trained sub-generator, then registered ones; keeps the best-FID EMA."""
+    gen = gen.clone(bf16_from_res=None)  # metrics are measured in float32
     variables = _ema_variables(state)
+    is_main = jax.process_index() == 0
+    builtin = [m for m in config.eval_metrics if m in evaluate_lib.METRICS]
+    if builtin:
+        t = time.time()
+        results = evaluate_lib.evaluate(gen, variables, builtin, eval_configs(gen, config),
+                                        eval_settings(config, workdir))
+        log.info('evaluation at step %d (%.0f s):\n%s', step, time.time() - t, evaluate_lib.format_table(results))
+        if is_main:
+            writer.write_scalars(step, evaluate_lib.scalars(results))
+        full = f'1.0x@{gen.top_res}'
+        if 'fid' in builtin:
+            _keep_best(gen, variables, step, results[full]['fid'], workdir, is_main)
     for name in config.eval_metrics:
-        if name not in EVALUATORS:
-            raise ValueError(f'config: eval_metrics names {name!r}; registered: {sorted(EVALUATORS)}')
-        scalars = EVALUATORS[name](step, gen, variables, config)
-        if jax.process_index() == 0:
-            writer.write_scalars(step, {f'eval/{k}': v for k, v in scalars.items()})
+        if name in EVALUATORS and name not in evaluate_lib.METRICS:
+            scalars = EVALUATORS[name](step, gen, variables, config)
+            if is_main:
+                writer.write_scalars(step, {f'eval/{k}': v for k, v in scalars.items()})
+
+
+def _keep_best(gen, variables, step, fid, workdir, is_main):
+    """Exports the EMA generator to ``best_generator/`` when its full-width FID is the best so far."""
+    best_file = os.path.join(workdir, BEST_DIR, BEST_FILE)
+    better = True
+    if is_main and os.path.exists(best_file):
+        with open(best_file) as f:
+            best = json.load(f)
+        better = best['step'] == step or fid < best['fid']
+    if jax.process_count() > 1:  # process 0 decides: the export is collective
+        better = bool(multihost_utils.broadcast_one_to_all(np.int32(better)))
+    if not better:
+        return
+    convert.save_model(os.path.join(workdir, BEST_DIR), gen, convert.add_mean_style(gen, variables))
+    if is_main:
+        with open(best_file + '.tmp', 'w') as f:
+            json.dump({'step': step, 'fid': fid}, f)
+        os.replace(best_file + '.tmp', best_file)
+        log.info('step %d: best FID so far (%.3f), exported to %s', step, fid, os.path.join(workdir, BEST_DIR))
 
 
 def _export(gen, disc, state, workdir, is_main):

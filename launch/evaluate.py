@@ -1,0 +1,99 @@
+r"""Evaluates a generator checkpoint at every (width, resolution): FID, consistency, PPL, MACs.
+
+  python launch/evaluate.py --checkpoint=runs/demo/generator --metrics=fid,consistency,macs \
+      --stats='stats/shapes_{res}.npz' --dataset=anycost_shapes --n_fid=10000
+  python launch/evaluate.py --checkpoint=anycost-ffhq-config-f.pt --metrics=fid \
+      --stats='stats/ffhq_{res}.npz' --dataset=ffhq --manual_dir=~/data/ffhq --resolutions=1024,512
+
+--checkpoint is an original .pt, one of our model directories, a URL, or a training work
+directory (its latest checkpoint's EMA generator). Real statistics (--stats, one file per
+resolution) missing on disk are computed from --dataset and saved there. Prints a table per
+(width, resolution), writes it as JSON (--output), and with --workdir writes TensorBoard scalars
+``eval/{metric}/{config}`` at --step.
+"""
+import json
+import os
+import sys
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from anycost_jax import elastic  # noqa: E402
+from anycost_jax.eval import evaluate as ev  # noqa: E402
+
+flags.DEFINE_string('checkpoint', None, 'Original .pt, our model directory, a URL, or a training workdir.')
+flags.DEFINE_list('metrics', ['fid', 'consistency', 'macs'], f'Any of {", ".join(ev.METRICS)}.')
+flags.DEFINE_list('ratios', [str(r) for r in elastic.RATIOS[::-1]], 'Uniform channel ratios evaluated.')
+flags.DEFINE_list('resolutions', None, 'Output resolutions evaluated (default: the four highest).')
+flags.DEFINE_string('stats', None, 'Real statistics per resolution, with {res}: e.g. stats/ffhq_{res}.npz.')
+flags.DEFINE_string('dataset', None, 'Makes missing statistics files from this dataset (see anycost_jax.data).')
+flags.DEFINE_string('data_dir', None, 'TFDS data directory.')
+flags.DEFINE_string('manual_dir', None, 'FFHQ: the folder or zip of images.')
+flags.DEFINE_integer('source_resolution', None, 'Read real images at this size and area-downsample them to each '
+                     'resolution, as the discriminator sees them (default: the generator resolution).')
+flags.DEFINE_string('inception', None, "pytorch-fid's pt_inception-2015-12-05-6726825d.pth (file or URL); "
+                    'default: downloaded once into $ANYCOST_CACHE (~/.cache/anycost_jax).')
+flags.DEFINE_integer('n_fid', 50_000, 'Images for FID (fake, and real when statistics are made).')
+flags.DEFINE_integer('n_ppl', 100_000, 'Path samples for PPL.')
+flags.DEFINE_integer('n_consistency', 1000, 'Samples for the consistency distances.')
+flags.DEFINE_integer('batch_size', None, 'Global batch (default: from available memory for FID, 16 otherwise).')
+flags.DEFINE_integer('seed', 0, 'Seeds z (shared by every config) and the real-image subset.')
+flags.DEFINE_string('output', None, 'JSON file of the results.')
+flags.DEFINE_string('workdir', None, 'Writes TensorBoard scalars here.')
+flags.DEFINE_integer('step', 0, 'With --workdir: the step the scalars are written at.')
+FLAGS = flags.FLAGS
+
+
+def load(path: str):
+    """(gen, variables): a training work directory's EMA generator, or anything convert loads."""
+    from anycost_jax import convert
+    from anycost_jax.train import trainer
+    if os.path.isfile(os.path.join(os.path.expanduser(path), trainer.CONFIG_FILE)):
+        gen, g_vars, _, _ = trainer.load_weights(path, want_d=False)
+        return gen.clone(bf16_from_res=None), convert.add_mean_style(gen, g_vars)
+    return convert.load_generator(path)
+
+
+def main(argv):
+    del argv
+    if not FLAGS.checkpoint:
+        raise app.UsageError('--checkpoint is required (an original .pt, our model directory, a URL or a workdir)')
+    try:
+        metrics = ev.check_metrics(FLAGS.metrics)
+        ratios = [float(r) for r in FLAGS.ratios]
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
+    if 'fid' in metrics and not FLAGS.stats:
+        raise app.UsageError("--metrics has fid: pass --stats='DIR/NAME_{res}.npz' (and --dataset to make missing ones)")
+    gen, variables = load(FLAGS.checkpoint)
+    try:
+        configs = ev.grid(gen, ratios, [int(r) for r in FLAGS.resolutions] if FLAGS.resolutions else None)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
+    settings = ev.Settings(n_fid=FLAGS.n_fid, n_ppl=FLAGS.n_ppl, n_consistency=FLAGS.n_consistency,
+                           batch_size=FLAGS.batch_size, seed=FLAGS.seed, stats=FLAGS.stats, dataset=FLAGS.dataset,
+                           data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir,
+                           inception=FLAGS.inception, source_resolution=FLAGS.source_resolution or gen.resolution)
+    print(f'generator: resolution {gen.resolution}, widths {gen.full_channels()}; '
+          f'{len(configs)} configs; metrics {", ".join(metrics)}', flush=True)
+    results = ev.evaluate(gen, variables, metrics, configs, settings)
+    print(ev.format_table(results), flush=True)
+    import jax
+    if jax.process_index() != 0:
+        return
+    if FLAGS.output:
+        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+        with open(FLAGS.output, 'w') as f:
+            json.dump({'checkpoint': FLAGS.checkpoint, 'metrics': metrics, 'results': results}, f, indent=1)
+        print(f'wrote {FLAGS.output}')
+    if FLAGS.workdir:
+        from clu import metric_writers
+        writer = metric_writers.create_default_writer(FLAGS.workdir)
+        writer.write_scalars(FLAGS.step, ev.scalars(results))
+        writer.flush()
+        print(f'wrote TensorBoard scalars to {FLAGS.workdir} at step {FLAGS.step}')
+
+
+if __name__ == '__main__':
+    app.run(main)
