@@ -11,17 +11,14 @@ from anycost_jax.eval import consistency as cons
 from anycost_jax.models import Generator
 from anycost_jax.render import SubConfig
 from anycost_jax.train.losses import resize_align_corners
+from tests.test_elastic import perturbed_variables
 
 GEN = Generator(16, style_dim=16, n_mlp=1, channel_multiplier=1 / 64)  # widths 64, 64, 32, 32, 16, 16
 
 
 @pytest.fixture(scope='module')
 def variables():
-    v = GEN.init_variables(jax.random.key(0))
-    # Non-zero biases and noise strengths, so that width changes show (numpy: no per-shape compiles).
-    rng = np.random.default_rng(1)
-    params = jax.tree.map(lambda a: np.asarray(a) + 0.2 * rng.standard_normal(a.shape, np.float32), v['params'])
-    return {**v, 'params': params}
+    return perturbed_variables(GEN)
 
 
 def test_full_is_consistent_with_itself_and_smaller_widths_are_not(variables):

@@ -15,14 +15,19 @@ from anycost_jax.models import Generator
 GEN = Generator(32, style_dim=32, n_mlp=2, channel_multiplier=1 / 128)
 
 
-@pytest.fixture(scope='module')
-def variables():
-    v = GEN.init_variables(jax.random.key(0))
-    # Non-zero biases and noise strengths, so masking mistakes cannot hide behind zeros.
+def perturbed_variables(gen):
+    """``gen``'s initial variables with every parameter perturbed: non-zero biases and noise
+    strengths, so that masking mistakes and width changes cannot hide behind zeros."""
+    v = gen.init_variables(jax.random.key(0))
     # (numpy, not eager jax.random: that would compile one program per parameter shape)
     rng = np.random.default_rng(1)
     params = jax.tree.map(lambda a: np.asarray(a) + 0.2 * rng.standard_normal(a.shape, np.float32), v['params'])
     return {**v, 'params': params}
+
+
+@pytest.fixture(scope='module')
+def variables():
+    return perturbed_variables(GEN)
 
 
 @pytest.fixture(autouse=True)

@@ -13,15 +13,13 @@ import hashlib
 import json
 import os
 import shutil
-import sys
-import tempfile
 import urllib.parse
-import urllib.request
 from typing import Any
 
 import jax
 import numpy as np
 
+from anycost_jax import download
 from anycost_jax.convert import original
 from anycost_jax.convert.original import ConversionError
 from anycost_jax.convert.torch_io import load_torch_file, save_torch_file
@@ -40,41 +38,14 @@ MEAN_STYLE_SAMPLES = 10000  # what the original demo and metrics average over
 # --------------------------------------------------------------------------- paths and downloads
 
 
-def cache_dir() -> str:
-    return os.environ.get('ANYCOST_CACHE', os.path.join(os.path.expanduser('~'), '.cache', 'anycost_jax'))
-
-
 def _download(url: str) -> str:
-    """Downloads ``url`` once into the cache (atomically) and returns the local path."""
+    """Downloads ``url`` once into the cache and returns the local path."""
     name = os.path.basename(urllib.parse.urlparse(url).path) or 'download'
     digest = hashlib.sha256(url.encode()).hexdigest()[:12]
-    dest = os.path.join(cache_dir(), f'{digest}-{name}')
-    if os.path.exists(dest):
-        return dest
-    os.makedirs(cache_dir(), exist_ok=True)
-    # A unique partial name: concurrent downloads of the same URL must not write into one file.
-    fd, tmp = tempfile.mkstemp(prefix=f'{digest}-{name}.', suffix='.partial', dir=cache_dir())
-    try:
-        with urllib.request.urlopen(url, timeout=60) as resp, os.fdopen(fd, 'wb') as f:
-            total = int(resp.headers.get('Content-Length') or 0)
-            done = 0
-            while chunk := resp.read(1 << 20):
-                f.write(chunk)
-                done += len(chunk)
-                pct = f' {100 * done / total:5.1f}%' if total else ''
-                print(f'\rdownloading {url}: {done / 2 ** 20:.1f} MiB{pct}', end='', file=sys.stderr, flush=True)
-            print(file=sys.stderr)
-        if total and done != total:
-            raise OSError(f'download of {url} stopped after {done} of {total} bytes')
-    except BaseException as e:  # keep no partial file that a later call could mistake for the checkpoint
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if not isinstance(e, Exception):  # KeyboardInterrupt etc.: clean up, then let it through
-            raise
-        raise OSError(f'could not download {url}: {e}. The original authors\' hosted weights are offline; '
-                      f'download the .pt file yourself and pass its local path') from e
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache may be shared
-    os.replace(tmp, dest)
+    dest = os.path.join(download.cache_dir(), f'{digest}-{name}')
+    if not os.path.exists(dest):
+        download.download(url, dest, advice='The original authors\' hosted weights are offline; download the .pt '
+                                            'file yourself and pass its local path')
     return dest
 
 

@@ -223,9 +223,14 @@ def labelled(gen: Generator, configs: Union[Mapping[str, SubConfig], Sequence[Su
 
 def uniform_configs(gen: Generator, ratios: Sequence[float] = elastic.RATIOS[::-1],
                     resolutions: Optional[Sequence[int]] = None) -> dict[str, SubConfig]:
-    """Every uniform ratio x resolution (default: the four highest resolutions), labelled ``0.5x@256``."""
-    resolutions = resolutions or gen.output_resolutions[::-1][:4]
-    return labelled(gen, [SubConfig(channel_ratio=r, target_res=res) for r in ratios for res in resolutions])
+    """Every uniform ratio x resolution (default: the four highest resolutions), labelled ``0.5x@256``;
+    an unknown ratio or a resolution the generator cannot emit is an error here, before any work."""
+    resolutions = list(resolutions or gen.output_resolutions[::-1][:4])
+    for r in ratios:
+        elastic.check_ratio(r)
+    for res in resolutions:
+        gen._check_target_res(res)
+    return labelled(gen, [SubConfig(channel_ratio=float(r), target_res=int(res)) for r in ratios for res in resolutions])
 
 
 def consistency(gen: Generator, variables: dict, configs: Union[Mapping[str, SubConfig], Sequence[SubConfig]],

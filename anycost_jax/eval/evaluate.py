@@ -24,7 +24,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import jax
 
-from anycost_jax import elastic, macs
+from anycost_jax import macs
+from anycost_jax.eval import consistency
 from anycost_jax.models.generator import Generator
 from anycost_jax.render import SubConfig
 
@@ -66,16 +67,8 @@ def feature_extractor(settings: Settings):
     return _EXTRACTORS[settings.inception]
 
 
-def grid(gen: Generator, ratios: Sequence[float] = elastic.RATIOS[::-1],
-         resolutions: Optional[Sequence[int]] = None) -> dict[str, SubConfig]:
-    """Every uniform ``ratio x resolution`` (default: the four highest resolutions), labelled ``0.5x@256``."""
-    resolutions = list(resolutions or gen.output_resolutions[::-1][:4])
-    for r in ratios:
-        elastic.check_ratio(r)
-    for res in resolutions:
-        gen._check_target_res(res)
-    return {SubConfig(channel_ratio=float(r), target_res=int(res)).label(gen):
-            SubConfig(channel_ratio=float(r), target_res=int(res)) for r in ratios for res in resolutions}
+# Every uniform ``ratio x resolution`` (default: the four highest resolutions), labelled ``0.5x@256``.
+grid = consistency.uniform_configs
 
 
 def check_metrics(metrics: Sequence[str]) -> list[str]:
@@ -124,7 +117,7 @@ def real_statistics(settings: Settings, resolutions: Sequence[int]) -> dict:
 def evaluate(gen: Generator, variables: dict, metrics: Sequence[str], configs: Mapping[str, SubConfig],
              settings: Optional[Settings] = None) -> dict[str, dict[str, Optional[float]]]:
     """``{label: {metric: value}}`` for every config (see the module docstring for the metrics)."""
-    from anycost_jax.eval import consistency, fid, ppl
+    from anycost_jax.eval import fid, ppl
     settings = settings or Settings()
     metrics = check_metrics(metrics)
     if not configs:

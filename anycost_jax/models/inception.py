@@ -28,17 +28,15 @@ import functools
 import hashlib
 import os
 import re
-import sys
-import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from anycost_jax import download
 
 __all__ = ['InceptionV3', 'resize_bilinear', 'load_inception', 'inception_weights', 'variables_from_state_dict',
            'state_dict_shapes', 'FID_WEIGHTS_URL', 'FEATURE_DIM', 'INPUT_SIZE']
@@ -315,58 +313,9 @@ def variables_from_state_dict(sd) -> dict:
     return variables
 
 
-def _cache_dir(cache_dir=None) -> str:
-    if cache_dir is not None:
-        return os.path.expanduser(os.fspath(cache_dir))
-    return os.environ.get('ANYCOST_CACHE', os.path.join(os.path.expanduser('~'), '.cache', 'anycost_jax'))
-
-
 def _expected_hash(path_or_name: str) -> Optional[str]:
     m = _HASH_IN_NAME.search(os.path.basename(path_or_name))
     return m.group(1) if m else None
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _download(url: str, dest: str, expected_hash: Optional[str]) -> None:
-    """Streams ``url`` to ``dest`` atomically; checks the sha256 prefix before the file appears."""
-    folder = os.path.dirname(dest)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(dest) + '.', suffix='.partial', dir=folder)
-    h = hashlib.sha256()
-    try:
-        with urllib.request.urlopen(url, timeout=60) as resp, os.fdopen(fd, 'wb') as f:
-            total = int(resp.headers.get('Content-Length') or 0)
-            done = 0
-            while chunk := resp.read(1 << 20):
-                f.write(chunk)
-                h.update(chunk)
-                done += len(chunk)
-                pct = f' {100 * done / total:5.1f}%' if total else ''
-                print(f'\rdownloading {url}: {done / 2 ** 20:.1f} MiB{pct}', end='', file=sys.stderr, flush=True)
-            print(file=sys.stderr)
-        if total and done != total:
-            raise OSError(f'download of {url} stopped after {done} of {total} bytes')
-    except BaseException as e:  # never leave a partial file behind
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if not isinstance(e, Exception):
-            raise
-        raise OSError(f'could not download the FID Inception weights from {url} ({e}). Download that file on a '
-                      f'machine with network access and put it at {dest} (or pass its local path, or point '
-                      f'$ANYCOST_CACHE at the folder holding it)') from e
-    if expected_hash is not None and not h.hexdigest().startswith(expected_hash):
-        os.remove(tmp)
-        raise OSError(f'the file downloaded from {url} is corrupt: its sha256 is {h.hexdigest()[:16]}..., the name '
-                      f'says {expected_hash}...; nothing was cached, try again')
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, dest)
 
 
 def inception_weights(path_or_url: Optional[str] = None, cache_dir: Optional[str] = None) -> str:
@@ -392,14 +341,17 @@ def inception_weights(path_or_url: Optional[str] = None, cache_dir: Optional[str
     expected = _expected_hash(name)
     if expected is None:  # no hash in the name: keep URLs with the same file name apart
         name = f'{hashlib.sha256(url.encode()).hexdigest()[:12]}-{name}'
-    dest = os.path.join(_cache_dir(cache_dir), name)
+    dest = os.path.join(os.path.expanduser(os.fspath(cache_dir)) if cache_dir is not None else download.cache_dir(),
+                        name)
     if not os.path.exists(dest):
-        _download(url, dest, expected)
+        download.download(url, dest, expected_sha256=expected,
+                          advice=f'Download that file on a machine with network access and put it at {dest} (or '
+                                 'pass its local path, or point $ANYCOST_CACHE at the folder holding it)')
     return dest
 
 
 def _check_hash(path: str, expected: Optional[str]) -> None:
-    if expected is not None and not (digest := _sha256(path)).startswith(expected):
+    if expected is not None and not (digest := download.sha256(path)).startswith(expected):
         raise OSError(f'{path} is corrupt: its sha256 is {digest[:16]}..., its name says {expected}...; '
                       f'delete it and download {FID_WEIGHTS_URL} again')
 
