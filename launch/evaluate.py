@@ -37,6 +37,8 @@ flags.DEFINE_string('inception', None, "pytorch-fid's pt_inception-2015-12-05-67
 flags.DEFINE_integer('n_fid', 50_000, 'Images for FID (fake, and real when statistics are made).')
 flags.DEFINE_integer('n_ppl', 100_000, 'Path samples for PPL.')
 flags.DEFINE_integer('n_consistency', 1000, 'Samples for the consistency distances.')
+flags.DEFINE_integer('consistency_res', 256, 'consistency: both images are compared at this size (>= 16; the '
+                     "original's 256; lower it for small models on CPU, where LPIPS-VGG at 256 is slow).")
 flags.DEFINE_integer('batch_size', None, 'Global batch (default: from available memory for FID, 16 otherwise).')
 flags.DEFINE_integer('seed', 0, 'Seeds z (shared by every config) and the real-image subset.')
 flags.DEFINE_string('output', None, 'JSON file of the results.')
@@ -74,7 +76,8 @@ def main(argv):
     settings = ev.Settings(n_fid=FLAGS.n_fid, n_ppl=FLAGS.n_ppl, n_consistency=FLAGS.n_consistency,
                            batch_size=FLAGS.batch_size, seed=FLAGS.seed, stats=FLAGS.stats, dataset=FLAGS.dataset,
                            data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir,
-                           inception=FLAGS.inception, source_resolution=FLAGS.source_resolution or gen.resolution)
+                           inception=FLAGS.inception, consistency_res=FLAGS.consistency_res,
+                           source_resolution=FLAGS.source_resolution or gen.resolution)
     print(f'generator: resolution {gen.resolution}, widths {gen.full_channels()}; '
           f'{len(configs)} configs; metrics {", ".join(metrics)}', flush=True)
     results = ev.evaluate(gen, variables, metrics, configs, settings)

@@ -81,8 +81,8 @@ def test_launcher_table_json_and_tensorboard(tmp_path, variables):
     convert.save_model(model, GEN, variables)
     out, logs = str(tmp_path / 'eval.json'), str(tmp_path / 'tb')
     cmd = [sys.executable, 'launch/evaluate.py', f'--checkpoint={model}', '--metrics=macs,consistency',
-           '--ratios=1.0,0.25', '--resolutions=16', '--n_consistency=2', '--batch_size=8', f'--output={out}',
-           f'--workdir={logs}', '--step=7']
+           '--ratios=1.0,0.25', '--resolutions=16', '--n_consistency=2', '--consistency_res=16', '--batch_size=8',
+           f'--output={out}', f'--workdir={logs}', '--step=7']
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert '0.25x@16' in proc.stdout and 'lpips' in proc.stdout
