@@ -241,9 +241,14 @@ def test_sigterm_resume_corrupt_checkpoint_and_nan_guard(data_dir, tmp_path, cap
 def test_config_errors(data_dir, tmp_path):
     with pytest.raises(ValueError, match='divisible by the 8 devices'):
         trainer.train_and_evaluate(tiny('stylegan2', data_dir, batch_size=12), str(tmp_path / 'x'))
-    with pytest.raises(ValueError, match='not registered'):
-        trainer.train_and_evaluate(tiny('stylegan2', data_dir, eval_every=1, eval_metrics=('fid',)),
+    with pytest.raises(ValueError, match=r"eval_metrics \['is'\] are neither built in .*nor registered"):
+        trainer.train_and_evaluate(tiny('stylegan2', data_dir, eval_every=1, eval_metrics=('fid', 'is')),
                                    str(tmp_path / 'y'))
+    # FID without its Inception weights stops before training, saying where they go.
+    with pytest.raises(FileNotFoundError, match='FID Inception weights .*missing.pth'):
+        trainer.train_and_evaluate(tiny('stylegan2', data_dir, eval_every=1, eval_metrics=('fid',),
+                                        inception=str(tmp_path / 'missing.pth')), str(tmp_path / 'z'))
+    assert not os.path.exists(tmp_path / 'z' / 'checkpoints')
     with pytest.raises(ValueError, match='unknown stage'):
         load_config_file('ffhq', 'stage3')
     trainer.config_lib.check(load_config_file('demo', ''))

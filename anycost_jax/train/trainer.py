@@ -358,6 +358,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
     if per_dev % min(4, per_dev):
         raise ValueError(f'config: {per_dev} images per device do not split into minibatch-stddev groups of 4; '
                          f'use a per-device batch (batch_size / devices) of 1-4 or a multiple of 4')
+    if 'fid' in config.eval_metrics:  # missing Inception weights fail now, not after the first eval_every steps
+        evaluate_lib.feature_extractor(eval_settings(config, workdir))
     _write_config(config, workdir)
     is_main = jax.process_index() == 0
     writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
