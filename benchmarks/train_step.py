@@ -100,19 +100,19 @@ def build(case: str, resolution: int, args):
     case, bf16 = case.removesuffix('+bf16'), case.endswith('+bf16')
     bf16_from_res = args.bf16_from_res if bf16 else None
     gen = Generator(resolution, style_dim=args.style_dim, n_mlp=args.n_mlp,
-                    channel_multiplier=args.channel_multiplier, bf16_from_res=bf16_from_res)
+                    channel_multiplier=args.channel_multiplier, channel_max=args.channel_max, bf16_from_res=bf16_from_res)
     g_vars = gen.init_variables(jax.random.key(args.seed))
     n_res = 1 if case == 'stylegan2' else n_res_for(resolution)
     if case == 'stylegan2':
         cfg = st.StepConfig(pl_weight=PL_WEIGHT)
-        disc = Discriminator(resolution, channel_multiplier=args.channel_multiplier, bf16_from_res=bf16_from_res)
+        disc = Discriminator(resolution, channel_multiplier=args.channel_multiplier, channel_max=args.channel_max, bf16_from_res=bf16_from_res)
     else:
         anycost = case == 'anycost'
         cfg = st.StepConfig(n_res=n_res, n_sampled_res=min(N_SAMPLED_RES, n_res), distill_weight=DISTILL_WEIGHT,
                             use_lpips=args.lpips, channel_mode='uniform' if anycost else None,
                             conditioned_d=anycost)
         disc = DiscriminatorMultiRes(resolution, n_res=n_res, modulate=anycost,
-                                     channel_multiplier=args.channel_multiplier, bf16_from_res=bf16_from_res)
+                                     channel_multiplier=args.channel_multiplier, channel_max=args.channel_max, bf16_from_res=bf16_from_res)
     teacher, teacher_params, student, s_vars = None, None, gen, g_vars
     if cfg.distill_weight > 0:
         teacher, teacher_params = gen, g_vars['params']
@@ -205,6 +205,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--stages', nargs='+', choices=STAGES, default=list(STAGES))
     p.add_argument('--resolution', type=int, nargs='+', default=[64])
     p.add_argument('--channel_multiplier', type=float, default=2.)
+    p.add_argument('--channel_max', type=int, default=512, help='widest layer (configs/demo.py: 64)')
     p.add_argument('--style_dim', type=int, default=512)
     p.add_argument('--n_mlp', type=int, default=8)
     p.add_argument('--batch', type=int, default=8, help='global batch (over all devices)')
@@ -242,7 +243,7 @@ def main(argv=None):
         if ref and 'error' not in row:
             row['vs_multires'] = row['iter_ms'] / ref['iter_ms']
     ok = [r for r in rows if 'error' not in r]
-    meta = dict(stages=args.stages, channel_multiplier=args.channel_multiplier, style_dim=args.style_dim,
+    meta = dict(stages=args.stages, channel_multiplier=args.channel_multiplier, channel_max=args.channel_max, style_dim=args.style_dim,
                 n_mlp=args.n_mlp, batch=args.batch, lpips=args.lpips, repeats=args.repeats, warmup=args.warmup,
                 isolated=not args.in_process, device=ok[0]['device'] if ok else None,
                 jax=ok[0]['jax'] if ok else jax.__version__, cpu=platform.processor() or platform.machine(),

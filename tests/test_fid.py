@@ -16,7 +16,6 @@ import importlib.util
 import os
 import socket
 import threading
-import warnings
 
 import flax.linen as nn
 import jax

@@ -8,7 +8,6 @@ import pytest
 from PIL import Image
 
 from anycost_jax import render
-from anycost_jax.models import Generator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--init_random', '--resolution=16', '--channel_multiplier=0.015625', '--style_dim=16', '--n_mlp=1',

@@ -5,6 +5,10 @@
 * one of our model checkpoint directories (written by :func:`save_model`), or
 * an ``http(s)://`` URL of either a ``.pt`` file, downloaded once into the cache
   (``$ANYCOST_CACHE`` or ``~/.cache/anycost_jax``).
+
+``load_encoder(path)`` / ``load_attribute_predictor(path)`` do the same for the original's
+ResNet-50 encoder and CelebA attribute predictor (``{'state_dict': ...}`` checkpoints, see
+:mod:`anycost_jax.convert.resnet`); ``save_original_encoder`` writes an encoder back in that format.
 """
 from __future__ import annotations
 
@@ -20,16 +24,20 @@ import jax
 import numpy as np
 
 from anycost_jax import download
-from anycost_jax.convert import original
+from anycost_jax.convert import original, resnet
 from anycost_jax.convert.original import ConversionError
 from anycost_jax.convert.torch_io import load_torch_file, save_torch_file
+from anycost_jax.convert.resnet import encoder_to_state_dict
 from anycost_jax.models.discriminator import Discriminator, DiscriminatorMultiRes
+from anycost_jax.models.encoder import AttributePredictor, ResNet50Encoder
 from anycost_jax.models.generator import Generator
 
 __all__ = ['load_generator', 'load_discriminator', 'save_model', 'load_model', 'save_original', 'resolve_path',
-           'ConversionError', 'load_torch_file', 'save_torch_file', 'add_mean_style']
+           'ConversionError', 'load_torch_file', 'save_torch_file', 'add_mean_style', 'load_encoder',
+           'load_attribute_predictor', 'encoder_to_state_dict', 'save_original_encoder']
 
-_MODEL_CLASSES = {c.__name__: c for c in (Generator, Discriminator, DiscriminatorMultiRes)}
+_MODEL_CLASSES = {c.__name__: c for c in (Generator, Discriminator, DiscriminatorMultiRes, ResNet50Encoder,
+                                          AttributePredictor)}
 _MODEL_FILE = 'model.json'
 _VARIABLES_DIR = 'variables'
 MEAN_STYLE_SAMPLES = 10000  # what the original demo and metrics average over
@@ -184,3 +192,34 @@ def save_original(path: str, generator=None, g_variables=None, discriminator=Non
     if not out:
         raise ValueError('save_original: pass a generator and/or a discriminator with their variables')
     save_torch_file(out, path)
+
+
+# --------------------------------------------------------------------------- encoder and attribute predictor
+
+
+def _load_resnet(path: str, kind: str, key: str, from_sd, cls):
+    local = resolve_path(path)
+    if os.path.isdir(local):
+        module, variables = load_model(local)
+        if not isinstance(module, cls):
+            raise ConversionError(f'{path!r} holds a {type(module).__name__}, not a {kind}')
+        return module, variables
+    return from_sd(resnet.pick_state_dict(load_torch_file(local), key, path))
+
+
+def load_encoder(path: str, key: str = 'state_dict'):
+    """``(ResNet50Encoder, variables)`` from an original encoder .pt, our directory, or a URL.
+
+    ``enc.apply(variables, images_256)`` gives w+ ``[N, n_style, style_dim]`` (images NHWC in [-1, 1]).
+    """
+    return _load_resnet(path, 'ResNet50Encoder', key, resnet.encoder_from_state_dict, ResNet50Encoder)
+
+
+def load_attribute_predictor(path: str, key: str = 'state_dict'):
+    """``(AttributePredictor, variables)`` from the original attribute_predictor.pt, our directory, or a URL."""
+    return _load_resnet(path, 'AttributePredictor', key, resnet.predictor_from_state_dict, AttributePredictor)
+
+
+def save_original_encoder(path: str, encoder: ResNet50Encoder, variables: dict) -> None:
+    """Writes ``{'state_dict': ...}`` as the original's encoder checkpoints (``models.get_pretrained``)."""
+    save_torch_file({'state_dict': encoder_to_state_dict(encoder, variables)}, path)

@@ -33,7 +33,7 @@ import math
 import os
 import tempfile
 import warnings
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import flax.linen as nn
 import jax

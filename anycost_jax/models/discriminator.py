@@ -7,7 +7,6 @@ generator architecture that produced the images (:func:`anycost_jax.elastic.arch
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
 import flax.linen as nn

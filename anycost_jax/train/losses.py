@@ -17,7 +17,8 @@ from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from anycost_jax.nn.resize import resize_align_corners  # noqa: F401  (callers import it from here too)
 
 Array = jax.Array
 LPIPS_MAX_RES = 256
@@ -53,32 +54,6 @@ def path_length_penalty(images_fn: Callable[[Array], Array], w: Array, mean_path
     lengths = jnp.sqrt(jnp.square(grad).sum(2).mean(1))
     new_mean = mean_path_length + decay * (jax.lax.stop_gradient(lengths.mean()) - mean_path_length)
     return jnp.square(lengths - new_mean).mean(), new_mean, lengths
-
-
-@functools.lru_cache(maxsize=None)
-def _align_corners_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """[n_out, n_in] linear interpolation weights of PyTorch's ``align_corners=True`` bilinear."""
-    m = np.zeros((n_out, n_in), np.float32)
-    if n_out == 1 or n_in == 1:
-        m[:, 0] = 1
-        return m
-    # float32 positions, as PyTorch computes them, so the weights match it to the last bit.
-    pos = np.arange(n_out, dtype=np.float32) * np.float32((n_in - 1) / (n_out - 1))
-    lo = pos.astype(np.int64)
-    frac = pos - lo.astype(np.float32)
-    hi = np.minimum(lo + 1, n_in - 1)
-    m[np.arange(n_out), lo] = np.float32(1) - frac
-    m[np.arange(n_out), hi] += frac
-    return m
-
-
-def resize_align_corners(x: Array, size: int) -> Array:
-    """Bilinear resize of NHWC images with ``align_corners=True`` semantics (two small matmuls)."""
-    if x.shape[1] == size and x.shape[2] == size:
-        return x
-    my = jnp.asarray(_align_corners_matrix(x.shape[1], size), x.dtype)
-    mx = jnp.asarray(_align_corners_matrix(x.shape[2], size), x.dtype)
-    return jnp.einsum('oh,nhwc,pw->nopc', my, x, mx, precision=jax.lax.Precision.HIGHEST)
 
 
 def teacher_pyramid(teacher_img: Array, resolutions: Sequence[int]) -> list[Array]:
