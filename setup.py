@@ -8,6 +8,7 @@ setup(
     long_description=open('README.md').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['anycost_jax', 'anycost_jax.*']),
+    package_data={'anycost_jax.editing': ['static/*']},  # the editor's page
     python_requires='>=3.11',
     install_requires=[
         'jax>=0.10,<0.11',
@@ -28,5 +29,7 @@ setup(
         'tqdm>=4.66',         # progress bars of the evaluation loops
         'matplotlib>=3.8',    # search: the MACs-vs-distance plot
     ],
-    extras_require={'test': ['pytest>=8']},
+    # playwright drives the system Chromium in tests/test_editor.py (.ci/run installs it with apt);
+    # nbclient/nbformat/ipykernel execute notebooks/colab_tpu.ipynb in tests/test_notebook.py.
+    extras_require={'test': ['pytest>=8', 'playwright>=1.40', 'nbclient>=0.10', 'nbformat>=5.9', 'ipykernel>=6.29']},
 )

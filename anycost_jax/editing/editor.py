@@ -1,0 +1,427 @@
+"""The browser editor: attribute sliders over saved latents with an anycost preview.
+
+What the original's Qt ``demo.py`` does, as a small standard-library HTTP server on
+127.0.0.1 plus one static page (``static/editor.html``): pick a latent (saved w+ ``.npy``
+files, latents sampled from seeds, or an uploaded image projected on the fly), move
+attribute sliders, see the edit re-rendered by a cheap sub-generator (channel ratio and
+output resolution chosen on the page), then *Finalize* with the full generator. The page
+shows the generator time of every render and the round trip the browser saw.
+
+Every (ratio, resolution) renders through its own jitted program, compiled at start
+(:meth:`Editor.warmup`), so the first slider move costs a render, not a compilation.
+The page keeps at most one preview request in flight and sends only the newest slider
+state when it returns, so a moving slider never queues stale renders; the server also
+answers a request that is already older than a newer one without rendering it.
+
+JSON API (all POST bodies and answers are JSON; images are base64 PNG):
+  GET  /api/info                 generator, latents, directions, widths, resolutions, defaults
+  POST /api/select   {latent}    the latent's input image (if known) and its full render
+  POST /api/render   {latent, strengths, channel_ratio, target_res, client, seq}   a preview
+  POST /api/finalize {latent, strengths}                                   the full generator
+  POST /api/upload   raw image bytes -> {job}; GET /api/job?id=J -> progress, then {latent}
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import functools
+import glob
+import hashlib
+import io
+import json
+import os
+import tempfile
+import threading
+import time
+import traceback
+import urllib.parse
+from http import server as http_server
+from importlib import resources
+from typing import Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from anycost_jax import download, elastic, render
+from anycost_jax.editing import directions as directions_lib
+from anycost_jax.models.generator import Generator
+
+MAX_STRENGTH = directions_lib.SLIDER_MAX_VALUE  # the original demo: a slider at its end moves w by 0.6 x the direction
+# The demo model's w spreads ~1.1 (std) along its color directions, and 0.6 barely changes a color:
+# its sliders span about three standard deviations instead.
+COLOR_MAX_STRENGTH = 3.0
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
+MAX_UPLOAD_BYTES = 32 << 20
+
+
+class EditorError(ValueError):
+    """A bad request: answered with HTTP 400 and the message."""
+
+
+@dataclasses.dataclass
+class Latent:
+    name: str
+    w_plus: np.ndarray                      # [n_style, style_dim] float32
+    original: Optional[np.ndarray] = None   # the input image (uint8 HWC) it was projected from, if known
+
+
+# --------------------------------------------------------------------------- latents
+
+
+def seed_latents(gen: Generator, variables: dict, seeds: Sequence[int], truncation: float = 1.) -> list[Latent]:
+    """One w+ per seed: w = mapping(z), truncated toward ``stats/w_avg``, repeated over the layers."""
+    z = render.z_from_seeds(seeds, gen.style_dim)
+    w = np.asarray(gen.apply(variables, z, method=Generator.style))
+    if truncation < 1:
+        if 'stats' not in variables:
+            raise ValueError('truncation < 1 needs variables with stats/w_avg (convert.load_generator adds it)')
+        w_avg = np.asarray(variables['stats']['w_avg'])
+        w = w_avg + truncation * (w - w_avg)
+    return [Latent(f'seed {s}', np.repeat(w[i][None], gen.n_style, 0).astype(np.float32))
+            for i, s in enumerate(seeds)]
+
+
+def _as_w_plus(arr: np.ndarray, gen: Generator, path: str) -> np.ndarray:
+    arr = np.asarray(arr, np.float32)
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim == 1:
+        arr = arr[None]
+    if arr.ndim != 2 or arr.shape[-1] != gen.style_dim or arr.shape[0] not in (1, gen.n_style):
+        raise ValueError(f'{path}: latent of shape {arr.shape}; this generator takes w [{gen.style_dim}] or w+ '
+                         f'[(1,) {gen.n_style}, {gen.style_dim}] (is it from another generator?)')
+    return np.repeat(arr, gen.n_style, 0) if arr.shape[0] == 1 else arr
+
+
+def _input_image(stem: str) -> Optional[np.ndarray]:
+    """``NAME.png|jpg|jpeg`` beside ``NAME.npy``, else the left half of launch/project.py's
+    ``NAME_projection.png`` (target | projection), else None."""
+    for suffix in IMAGE_SUFFIXES:
+        if os.path.exists(stem + suffix):
+            return np.asarray(Image.open(stem + suffix).convert('RGB'))
+    if os.path.exists(stem + '_projection.png'):
+        pair = np.asarray(Image.open(stem + '_projection.png').convert('RGB'))
+        if pair.shape[1] == 2 * pair.shape[0]:
+            return pair[:, :pair.shape[0]]
+    return None
+
+
+def folder_latents(folder: str, gen: Generator) -> list[Latent]:
+    """Every ``*.npy`` w / w+ in ``folder`` (sorted), with its input image when one is beside it."""
+    paths = sorted(glob.glob(os.path.join(folder, '*.npy')))
+    if not paths:
+        raise FileNotFoundError(f'--latents={folder!r} holds no .npy latent; write some with launch/project.py '
+                                f'or leave --latents out to sample latents from seeds')
+    out = []
+    for p in paths:
+        stem = os.path.splitext(p)[0]
+        out.append(Latent(os.path.basename(stem), _as_w_plus(np.load(p), gen, p), _input_image(stem)))
+    return out
+
+
+# --------------------------------------------------------------------------- directions
+
+
+def params_digest(variables: dict) -> str:
+    """A short hash of a generator's parameters: names the directions computed for it."""
+    h = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(variables['params'])[0]:
+        h.update(jax.tree_util.keystr(path).encode())
+        h.update(np.ascontiguousarray(leaf).tobytes())
+    return h.hexdigest()[:16]
+
+
+def color_directions(gen: Generator, variables: dict, cache: Optional[str] = None, n_samples: int = 10000,
+                     batch_size: int = 100, **kwargs) -> dict[str, np.ndarray]:
+    """Color directions of the procedural demo model, computed once and cached in ``cache``.
+
+    The default cache lives in the download cache, named by the parameters' hash, so another
+    generator never picks up these directions. 10000 samples (not the original's 500000 for
+    faces) take seconds for the demo model: its colors are easy to separate.
+    """
+    cache = cache or os.path.join(download.cache_dir(), f'directions-colors-{params_digest(variables)}.npz')
+    if os.path.exists(cache):
+        return directions_lib.load_boundaries(cache)
+    found = directions_lib.compute_directions(gen, variables, directions_lib.color_attributes,
+                                              n_samples=n_samples, batch_size=batch_size, **kwargs)
+    os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
+    directions_lib.save_directions(cache, found)
+    print(f'cached the color directions in {cache}')
+    return found
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+@functools.lru_cache(maxsize=64)
+def style_renderer(gen: Generator, channel_ratio: Optional[float], target_res: Optional[int]) -> Callable:
+    """A jitted ``(variables, w_plus [N, n_style, style_dim]) -> images`` for one sub-generator."""
+    def fn(variables, w_plus):
+        return gen.apply(variables, w_plus, input_is_style=True, channel_ratio=channel_ratio,
+                         target_res=target_res, noise_mode='const')
+    return jax.jit(fn)
+
+
+def png_base64(img: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format='PNG')
+    return base64.b64encode(buf.getvalue()).decode('ascii')
+
+
+class Editor:
+    """Editing state and the JSON API; HTTP-free so it can be tested and reused from a notebook."""
+
+    def __init__(self, gen: Generator, variables: dict, directions: dict[str, np.ndarray], latents: list[Latent],
+                 *, preview_ratio: float = 0.25, preview_res: Optional[int] = None,
+                 max_strength: float = MAX_STRENGTH, n_layers: Optional[int] = None,
+                 project_kwargs: Optional[dict] = None):
+        if not latents:
+            raise ValueError('the editor needs at least one latent')
+        elastic.check_ratio(preview_ratio)
+        self.gen, self.variables = gen, jax.tree.map(jnp.asarray, variables)
+        self.directions = {k: np.asarray(v, np.float32).reshape(-1) for k, v in directions.items()}
+        for k, v in self.directions.items():
+            if v.shape != (gen.style_dim,):
+                raise ValueError(f'direction {k!r} has {v.size} entries; this generator has style_dim '
+                                 f'{gen.style_dim} (directions from another model?)')
+        self.latents = list(latents)
+        self.preview = (preview_ratio, gen._check_target_res(preview_res or max(gen.output_resolutions[0],
+                                                                                 gen.top_res // 2)))
+        self.max_strength = max_strength
+        self.n_layers = n_layers or directions_lib.N_STYLE_TO_CHANGE
+        self.project_kwargs = dict(project_kwargs or {})
+        self._render_lock = threading.Lock()   # one render at a time: latencies are not contended
+        self._state_lock = threading.Lock()
+        self._newest_seq: dict[str, int] = {}
+        self.jobs: dict[int, dict] = {}
+        self.renders = 0                      # generator calls made for /api/render (tests count them)
+
+    # ------------------------------------------------------------------ rendering
+
+    def configs(self) -> list[tuple[float, int]]:
+        return [(r, res) for r in elastic.RATIOS for res in self.gen.output_resolutions]
+
+    def warmup(self, configs: Optional[Sequence[tuple[float, Optional[int]]]] = None, progress: bool = True) -> None:
+        """Compiles the full render and the given (default: every) (ratio, resolution) preview."""
+        w = self.latents[0].w_plus[None]
+        configs = [(None, None)] + list(self.configs() if configs is None else configs)
+        for ratio, res in tqdm(configs, desc='compiling renders', disable=not progress):
+            jax.block_until_ready(style_renderer(self.gen, ratio, res)(self.variables, w))
+
+    def warmup_in_background(self) -> threading.Thread:
+        """Compiles the previews not yet compiled in a daemon thread, so the server can start at once."""
+        thread = threading.Thread(target=self.warmup, kwargs=dict(progress=False), daemon=True)
+        thread.start()
+        return thread
+
+    def render(self, w_plus: np.ndarray, channel_ratio: Optional[float] = None,
+               target_res: Optional[int] = None) -> tuple[np.ndarray, float]:
+        """One image (uint8 HWC) and the generator's wall time in ms (dispatch to ready array)."""
+        fn = style_renderer(self.gen, channel_ratio, target_res)
+        with self._render_lock:
+            t = time.perf_counter()
+            img = jax.block_until_ready(fn(self.variables, jnp.asarray(w_plus[None], jnp.float32)))
+            ms = 1e3 * (time.perf_counter() - t)
+        return render.to_uint8(img)[0], ms
+
+    def edited(self, latent: int, strengths: dict) -> np.ndarray:
+        """The latent's w+ moved along each direction by ``strength * max_strength`` (strength in [-1, 1])."""
+        w = self.latents[latent].w_plus
+        scaled = {k: float(v) * self.max_strength for k, v in strengths.items() if float(v) != 0}
+        if not scaled:
+            return w
+        return np.asarray(directions_lib.apply_edits(w[None], self.directions, scaled, n_layers=self.n_layers))[0]
+
+    # ------------------------------------------------------------------ JSON API
+
+    def info(self) -> dict:
+        return {
+            'generator': {'resolution': self.gen.top_res, 'style_dim': self.gen.style_dim,
+                          'n_style': self.gen.n_style},
+            'latents': [{'name': l.name, 'has_original': l.original is not None} for l in self.latents],
+            'directions': list(self.directions),
+            'ratios': sorted(elastic.RATIOS, reverse=True),
+            'resolutions': sorted(self.gen.output_resolutions, reverse=True),
+            'preview': {'channel_ratio': self.preview[0], 'target_res': self.preview[1]},
+            'max_strength': self.max_strength,
+            'can_project': bool(self.project_kwargs.get('steps', 0)),
+        }
+
+    def _check_latent(self, req: dict) -> int:
+        i = req.get('latent', 0)
+        if not isinstance(i, int) or not 0 <= i < len(self.latents):
+            raise EditorError(f'latent must be an index in [0, {len(self.latents)}), got {i!r}')
+        return i
+
+    def _check_strengths(self, req: dict) -> dict:
+        s = req.get('strengths') or {}
+        if not isinstance(s, dict):
+            raise EditorError('strengths must be an object {direction: value in [-1, 1]}')
+        unknown = sorted(set(s) - set(self.directions))
+        if unknown:
+            raise EditorError(f'unknown directions {unknown}; known: {list(self.directions)}')
+        for k, v in s.items():
+            if not isinstance(v, (int, float)) or not -1 <= v <= 1:
+                raise EditorError(f'strength of {k!r} must be a number in [-1, 1], got {v!r}')
+        return s
+
+    def select(self, req: dict) -> dict:
+        i = self._check_latent(req)
+        img, ms = self.render(self.latents[i].w_plus)
+        orig = self.latents[i].original
+        return {'latent': i, 'image': png_base64(img), 'ms': ms,
+                'original': png_base64(orig) if orig is not None else None}
+
+    def render_request(self, req: dict, final: bool = False) -> dict:
+        i, strengths = self._check_latent(req), self._check_strengths(req)
+        if final:
+            ratio, res = None, None
+        else:
+            ratio = req.get('channel_ratio', self.preview[0])
+            res = req.get('target_res', self.preview[1])
+            if ratio not in elastic.RATIOS:
+                raise EditorError(f'channel_ratio must be one of {elastic.RATIOS}, got {ratio!r}')
+            if res not in self.gen.output_resolutions:
+                raise EditorError(f'target_res must be one of {self.gen.output_resolutions}, got {res!r}')
+            seq, client = req.get('seq'), req.get('client')
+            if isinstance(seq, int) and isinstance(client, str):
+                with self._state_lock:  # per page: a reloaded page starts counting again
+                    if seq < self._newest_seq.get(client, -1):  # a newer slider state arrived: skip this one
+                        return {'stale': True, 'seq': seq}
+                    self._newest_seq[client] = seq
+        t = time.perf_counter()
+        img, ms = self.render(self.edited(i, strengths), ratio, res)
+        if not final:
+            self.renders += 1
+        return {'image': png_base64(img), 'ms': ms, 'server_ms': 1e3 * (time.perf_counter() - t),
+                'channel_ratio': ratio or 1.0, 'target_res': res or self.gen.top_res, 'seq': req.get('seq'),
+                'final': final}
+
+    # ------------------------------------------------------------------ uploads
+
+    def upload(self, data: bytes) -> dict:
+        """Starts projecting an uploaded image in a background thread; poll :meth:`job`."""
+        if not self.project_kwargs.get('steps', 0):
+            raise EditorError('uploads are off: start the editor with --project_steps > 0')
+        try:
+            img = Image.open(io.BytesIO(data))
+            img.load()
+        except Exception as e:  # PIL raises several types for bad bytes
+            raise EditorError(f'the upload is not an image PIL can read: {e}') from None
+        with self._state_lock:
+            job_id = len(self.jobs)
+            self.jobs[job_id] = {'step': 0, 'steps': self.project_kwargs['steps'], 'done': False, 'error': None}
+        threading.Thread(target=self._project, args=(job_id, data), daemon=True).start()
+        return {'job': job_id}
+
+    def _project(self, job_id: int, data: bytes) -> None:
+        from anycost_jax.editing import projection
+        job = self.jobs[job_id]
+        try:
+            with tempfile.TemporaryDirectory() as tmp:  # load_image reads a path: same crop/resize as the CLI
+                path = os.path.join(tmp, 'upload.png')
+                with open(path, 'wb') as f:
+                    f.write(data)
+                target = projection.load_image(path, self.gen.top_res)
+
+            def callback(step, w_plus, terms):
+                job.update(step=int(step) + 1, loss=terms.get('loss'))
+
+            result = projection.project(self.gen, self.variables, target[None], progress=False, callback=callback,
+                                        **self.project_kwargs)
+            original = render.to_uint8(target)
+            with self._state_lock:
+                self.latents.append(Latent(f'upload {job_id}', np.asarray(result.w_plus[0], np.float32), original))
+                job.update(done=True, latent=len(self.latents) - 1, step=job['steps'])
+        except Exception as e:  # reported to the page; the server keeps running
+            traceback.print_exc()
+            job.update(done=True, error=f'{type(e).__name__}: {e}')
+
+    def job(self, job_id: int) -> dict:
+        if job_id not in self.jobs:
+            raise EditorError(f'no job {job_id}')
+        return dict(self.jobs[job_id])
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+def page() -> bytes:
+    return resources.files('anycost_jax.editing').joinpath('static', 'editor.html').read_bytes()
+
+
+def make_server(editor: Editor, host: str = '127.0.0.1', port: int = 0) -> http_server.ThreadingHTTPServer:
+    """A threading HTTP server for ``editor`` (port 0: a free one; see ``server.server_address``)."""
+    html = page()
+
+    class Handler(http_server.BaseHTTPRequestHandler):
+        def _send(self, code: int, body: bytes, ctype: str) -> None:
+            self.send_response(code)
+            self.send_header('Content-Type', ctype)
+            self.send_header('Content-Length', str(len(body)))
+            self.send_header('Cache-Control', 'no-store')
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _json(self, fn) -> None:
+            try:
+                out, code = fn(), 200
+            except EditorError as e:
+                out, code = {'error': str(e)}, 400
+            except Exception as e:  # a bug: say so on the page and keep serving
+                traceback.print_exc()
+                out, code = {'error': f'{type(e).__name__}: {e}'}, 500
+            self._send(code, json.dumps(out).encode(), 'application/json')
+
+        def _body(self) -> bytes:
+            n = int(self.headers.get('Content-Length') or 0)
+            if n > MAX_UPLOAD_BYTES:
+                raise EditorError(f'request of {n} bytes is over the {MAX_UPLOAD_BYTES} byte limit')
+            return self.rfile.read(n)
+
+        def _json_body(self) -> dict:
+            try:
+                req = json.loads(self._body() or b'{}')
+            except json.JSONDecodeError as e:
+                raise EditorError(f'the body is not JSON: {e}') from None
+            if not isinstance(req, dict):
+                raise EditorError('the body must be a JSON object')
+            return req
+
+        def do_GET(self):  # noqa: N802 (http.server's naming)
+            url = urllib.parse.urlparse(self.path)
+            if url.path in ('/', '/index.html'):
+                self._send(200, html, 'text/html; charset=utf-8')
+            elif url.path == '/api/info':
+                self._json(editor.info)
+            elif url.path == '/api/job':
+                query = urllib.parse.parse_qs(url.query)
+                self._json(lambda: editor.job(int(query.get('id', ['-1'])[0])))
+            else:
+                self._send(404, b'not found', 'text/plain')
+
+        def do_POST(self):  # noqa: N802
+            routes = {'/api/select': lambda: editor.select(self._json_body()),
+                      '/api/render': lambda: editor.render_request(self._json_body()),
+                      '/api/finalize': lambda: editor.render_request(self._json_body(), final=True),
+                      '/api/upload': lambda: editor.upload(self._body())}
+            route = routes.get(urllib.parse.urlparse(self.path).path)
+            if route is None:
+                self._send(404, b'not found', 'text/plain')
+            else:
+                self._json(route)
+
+        def log_message(self, fmt, *args):  # one line per request would drown the terminal while sliding
+            pass
+
+    return http_server.ThreadingHTTPServer((host, port), Handler)
+
+
+def url_of(server: http_server.ThreadingHTTPServer) -> str:
+    host, port = server.server_address[:2]
+    if host in ('0.0.0.0', '::', ''):  # listening everywhere: this machine reaches it as localhost
+        host = 'localhost'
+    return f'http://{host}:{port}/'

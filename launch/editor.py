@@ -1,0 +1,119 @@
+r"""The browser editor: attribute sliders with an anycost preview, then a full-cost render.
+
+    python launch/editor.py                                  # runs/demo/generator, color sliders
+    python launch/editor.py --generator=anycost-ffhq-config-f.pt --boundaries=boundary.pt \
+        --latents=out/projected --preview_ratio=0.5 --preview_res=256
+    python launch/editor.py --port=8000 --host=0.0.0.0       # reachable from other machines
+
+Open the printed URL. Sliders move the latent along attribute directions (``--boundaries``: the
+original's boundary file or our .npz, local or URL; ``--directions=colors``: color directions of
+the procedural demo model, computed once and cached). The preview renders with the sub-generator
+chosen on the page (width and resolution); *Finalize* renders with the full generator; both show
+their latency. Latents: the ``.npy`` w+ files in ``--latents`` (``launch/project.py`` writes
+them; ``NAME.png`` beside ``NAME.npy`` is shown as its input), or latents sampled from
+``--seeds``; with ``--project_steps > 0`` the page also takes an uploaded image and projects it.
+"""
+import os
+import sys
+
+from absl import app, flags
+
+if __package__ in (None, ''):  # run as a file: make anycost_jax importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from anycost_jax import convert, download  # noqa: E402
+from anycost_jax.editing import directions as directions_lib  # noqa: E402
+from anycost_jax.editing import editor as editor_lib  # noqa: E402
+
+DEFAULT_GENERATOR = 'runs/demo/generator'
+flags.DEFINE_string('generator', DEFAULT_GENERATOR, 'Generator: original .pt, our model directory, or a URL.')
+flags.DEFINE_string('latents', None, 'Folder of .npy w+ latents (default: sample latents from --seeds).')
+flags.DEFINE_string('seeds', '0-7', 'Without --latents: seeds of the sampled latents ("0-7" or "1,5,9").')
+flags.DEFINE_float('truncation', 0.7, 'Without --latents: truncation of the sampled latents (1 = none).')
+flags.DEFINE_string('boundaries', None, 'Attribute directions: the original boundary .pt or our .npz (path or URL).')
+flags.DEFINE_enum('directions', None, ['colors'], 'Instead of --boundaries: compute the demo model\'s color '
+                  'directions (default when --boundaries is not given).')
+flags.DEFINE_string('directions_cache', None, 'Where --directions=colors caches its result (default: the '
+                    'download cache, named by the parameters\' hash).')
+flags.DEFINE_list('attributes', None, 'Only these directions, in this order (default: all; for the original\'s '
+                  'boundary file the demo\'s seven, "smiling,young,...").')
+flags.DEFINE_float('max_strength', None, 'A slider at its end moves w by this x the unit direction (default: '
+                   f'{editor_lib.MAX_STRENGTH}, the original demo\'s, with --boundaries; '
+                   f'{editor_lib.COLOR_MAX_STRENGTH} with the color directions).')
+flags.DEFINE_float('preview_ratio', 0.25, 'Initial preview width (changeable on the page).')
+flags.DEFINE_integer('preview_res', None, 'Initial preview resolution (default: half the full one).')
+flags.DEFINE_integer('project_steps', 50, 'Projection steps for uploaded images (0: no uploads).')
+flags.DEFINE_enum('project_optimizer', 'lbfgs', ['lbfgs', 'adam'], 'Projection optimizer for uploads.')
+flags.DEFINE_bool('project_sub_g', True, 'Project uploads through random sub-generators, so previews match.')
+flags.DEFINE_string('encoder', None, 'Encoder (launch/convert.py output) to initialize upload projections.')
+flags.DEFINE_bool('warmup', True, 'Compile the initial preview and the full render before serving (the other '
+                  'widths and resolutions in the background).')
+flags.DEFINE_string('compile_cache', None, 'Persistent XLA compilation cache, so a restart compiles nothing '
+                    '(default: $JAX_COMPILATION_CACHE_DIR if set, else the download cache\'s xla/; "" turns it off).')
+flags.DEFINE_string('host', '127.0.0.1', 'Interface to listen on (0.0.0.0: every interface).')
+flags.DEFINE_integer('port', 8000, 'Port (0: pick a free one).')
+FLAGS = flags.FLAGS
+
+
+def parse_seeds(text: str) -> list[int]:
+    seeds = []
+    for part in text.split(','):
+        lo, _, hi = part.partition('-')
+        seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    return seeds
+
+
+def main(argv):
+    del argv
+    if FLAGS.boundaries and FLAGS.directions:
+        raise app.UsageError('pass --boundaries or --directions, not both')
+    if FLAGS.generator == DEFAULT_GENERATOR and not os.path.exists(DEFAULT_GENERATOR):
+        raise app.UsageError(f'{DEFAULT_GENERATOR} does not exist: train the demo model first with '
+                             f'"python launch/train.py --config=configs/demo.py --workdir=runs/demo" '
+                             f'(about 8 minutes on a CPU), or pass --generator=PATH_OR_URL')
+    cache = FLAGS.compile_cache
+    if cache is None and not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+        cache = os.path.join(download.cache_dir(), 'xla')
+    if cache:
+        import jax
+        jax.config.update('jax_compilation_cache_dir', cache)
+    gen, variables = convert.load_generator(FLAGS.generator)
+    if FLAGS.boundaries:
+        directions = directions_lib.load_boundaries(FLAGS.boundaries)
+    else:
+        directions = editor_lib.color_directions(gen, variables, FLAGS.directions_cache)
+    names = FLAGS.attributes
+    if names is None and all(v in directions for v in directions_lib.DEMO_DIRECTIONS.values()):
+        names = list(directions_lib.DEMO_DIRECTIONS)  # the original's boundary file: the demo's seven sliders
+    if names:
+        try:
+            directions = {a: directions_lib.resolve_direction(directions, a) for a in names}
+        except KeyError as e:
+            raise app.UsageError(f'--attributes: {e.args[0]}') from None
+    max_strength = FLAGS.max_strength or (editor_lib.MAX_STRENGTH if FLAGS.boundaries else
+                                          editor_lib.COLOR_MAX_STRENGTH)
+    latents = (editor_lib.folder_latents(FLAGS.latents, gen) if FLAGS.latents else
+               editor_lib.seed_latents(gen, variables, parse_seeds(FLAGS.seeds), FLAGS.truncation))
+    project_kwargs = dict(steps=FLAGS.project_steps, optimizer=FLAGS.project_optimizer,
+                          random_subgenerators=FLAGS.project_sub_g)
+    if FLAGS.encoder:
+        project_kwargs['encoder'] = convert.load_encoder(FLAGS.encoder)
+    editor = editor_lib.Editor(gen, variables, directions, latents, preview_ratio=FLAGS.preview_ratio,
+                               preview_res=FLAGS.preview_res, max_strength=max_strength,
+                               project_kwargs=project_kwargs)
+    if FLAGS.warmup:  # the first slider move and Finalize must not wait for a compilation
+        editor.warmup([editor.preview])
+        editor.warmup_in_background()  # the other widths and resolutions, while the page loads
+    server = editor_lib.make_server(editor, FLAGS.host, FLAGS.port)
+    print(f'anycost editor: {len(latents)} latents, {len(directions)} directions; open '
+          f'{editor_lib.url_of(server)}  (Ctrl-C to stop)', flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == '__main__':
+    app.run(main)
