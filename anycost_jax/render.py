@@ -99,6 +99,17 @@ def config_macs(gen: Generator, cfg: SubConfig) -> int:
                                target_res=cfg.target_res)
 
 
+def parse_seeds(text: str) -> list[int]:
+    """'0-3,7' -> [0, 1, 2, 3, 7] (the launchers' --seeds)."""
+    seeds = []
+    for part in text.split(','):
+        lo, _, hi = part.partition('-')
+        seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    if not seeds:
+        raise ValueError(f'--seeds={text!r} names no seed')
+    return seeds
+
+
 def z_from_seeds(seeds: Sequence[int], style_dim: int) -> jnp.ndarray:
     """One z per seed, each drawn from its own key so a seed always gives the same image."""
     return jnp.stack([jax.random.normal(jax.random.key(s), (style_dim,)) for s in seeds])

@@ -21,7 +21,7 @@ from absl import app, flags
 if __package__ in (None, ''):  # run as a file: make anycost_jax importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from anycost_jax import convert, download  # noqa: E402
+from anycost_jax import convert, download, render  # noqa: E402
 from anycost_jax.editing import directions as directions_lib  # noqa: E402
 from anycost_jax.editing import editor as editor_lib  # noqa: E402
 
@@ -55,14 +55,6 @@ flags.DEFINE_integer('port', 8000, 'Port (0: pick a free one).')
 FLAGS = flags.FLAGS
 
 
-def parse_seeds(text: str) -> list[int]:
-    seeds = []
-    for part in text.split(','):
-        lo, _, hi = part.partition('-')
-        seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
-    return seeds
-
-
 def main(argv):
     del argv
     if FLAGS.boundaries and FLAGS.directions:
@@ -93,7 +85,7 @@ def main(argv):
     max_strength = FLAGS.max_strength or (editor_lib.MAX_STRENGTH if FLAGS.boundaries else
                                           editor_lib.COLOR_MAX_STRENGTH)
     latents = (editor_lib.folder_latents(FLAGS.latents, gen) if FLAGS.latents else
-               editor_lib.seed_latents(gen, variables, parse_seeds(FLAGS.seeds), FLAGS.truncation))
+               editor_lib.seed_latents(gen, variables, render.parse_seeds(FLAGS.seeds), FLAGS.truncation))
     project_kwargs = dict(steps=FLAGS.project_steps, optimizer=FLAGS.project_optimizer,
                           random_subgenerators=FLAGS.project_sub_g)
     if FLAGS.encoder:

@@ -39,16 +39,6 @@ flags.DEFINE_integer('repeats', 5, 'Timed runs per configuration (median reporte
 FLAGS = flags.FLAGS
 
 
-def parse_seeds(text: str) -> list[int]:
-    seeds = []
-    for part in text.split(','):
-        lo, _, hi = part.partition('-')
-        seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
-    if not seeds:
-        raise ValueError(f'--seeds={text!r} names no seed')
-    return seeds
-
-
 def load(flags_) -> tuple:
     if flags_.checkpoint:
         return convert.load_generator(flags_.checkpoint)
@@ -64,7 +54,7 @@ def main(argv):
     if FLAGS.channel_ratio is not None:
         elastic.check_ratio(FLAGS.channel_ratio)  # fail before loading or compiling anything
     gen, variables = load(FLAGS)
-    seeds = parse_seeds(FLAGS.seeds)
+    seeds = render.parse_seeds(FLAGS.seeds)
     z = render.z_from_seeds(seeds, gen.style_dim)
     os.makedirs(FLAGS.outdir, exist_ok=True)
     print(f'generator: resolution {gen.resolution}, widths {gen.full_channels()}, '

@@ -76,7 +76,6 @@ def decode(b64):
 
 def test_api_renders_edits_at_any_cost(server, tiny):
     ed, url = server
-    gen = tiny[0]
     code, info = call(url, '/api/info')
     assert code == 200
     assert info['directions'] == ['red', 'blue'] and len(info['latents']) == 2

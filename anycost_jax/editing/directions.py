@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from anycost_jax.data import procedural
+from anycost_jax.models.encoder import CELEBA_ATTRIBUTES  # noqa: F401  (boundary keys are f'{index:02d}_{name}')
 from anycost_jax.models.generator import Generator
 
 # The original demo (demo.py): slider name -> boundary key, the layers it edits, its scale.
@@ -44,14 +45,6 @@ DEMO_DIRECTIONS = {
 N_STYLE_TO_CHANGE = 12
 SLIDER_MAX_VALUE = 0.6      # a slider at +-100 moves w by +-0.6 along the unit direction
 SLIDER_RANGE = 100
-# The attribute predictor's 40 CelebA outputs, in order; boundary keys are f'{index:02d}_{name}'.
-CELEBA_ATTRIBUTES = (
-    '5_o_Clock_Shadow', 'Arched_Eyebrows', 'Attractive', 'Bags_Under_Eyes', 'Bald', 'Bangs', 'Big_Lips', 'Big_Nose',
-    'Black_Hair', 'Blond_Hair', 'Blurry', 'Brown_Hair', 'Bushy_Eyebrows', 'Chubby', 'Double_Chin', 'Eyeglasses',
-    'Goatee', 'Gray_Hair', 'Heavy_Makeup', 'High_Cheekbones', 'Male', 'Mouth_Slightly_Open', 'Mustache',
-    'Narrow_Eyes', 'No_Beard', 'Oval_Face', 'Pale_Skin', 'Pointy_Nose', 'Receding_Hairline', 'Rosy_Cheeks',
-    'Sideburns', 'Smiling', 'Straight_Hair', 'Wavy_Hair', 'Wearing_Earrings', 'Wearing_Hat', 'Wearing_Lipstick',
-    'Wearing_Necklace', 'Wearing_Necktie', 'Young')
 BOUNDARY_URL = 'https://hanlab18.mit.edu/projects/anycost-gan/files/boundary_{config}.pt'
 
 # compute_directions defaults: the original's (InterFaceGAN's) settings.
