@@ -1,33 +1,46 @@
-r"""The embedded default: a short anycost run on the procedural shapes, on one 2-core CPU.
+r"""The embedded default: the paper's stage 1 -> stage 2 recipe in miniature, on one 2-core CPU.
 
-What it reproduces, in miniature: stage 2 of the paper (elastic channels, uniform ratios
-0.25..1, multi-resolution outputs 32/16/8, D conditioned on the
-sampled architecture, distillation of every sub-generator from the full one) trained from
-scratch on ``anycost_shapes``, the dataset the package generates itself (colored discs,
-squares and rings on a gradient; no download). With no pretrained teacher at hand, the
-teacher is this run's own EMA generator at full width (in-place distillation,
-``teacher='ema'``), which keeps the widths consistent while they learn together.
+What it reproduces: Anycost training as the paper does it (Sec. 3), on ``anycost_shapes``, the
+dataset the package draws itself (colored discs, squares and rings on a gradient; no download),
+at 32 px with outputs at 32, 16 and 8 px. Two stages, run one after the other by
+``train_and_evaluate`` (a pipeline config, :func:`anycost_jax.train.config_lib.pipeline`):
 
-Hardware and time: about 8 minutes on a 2-core CPU (measured: 600 steps took 10 min with
-start-up and compilation, about 1.2 steps/s; the dataset is generated once, ~20 s). Expected
-result: ``WORKDIR/samples/00000450.png`` shows, for four fixed z (untruncated), rows of widths
-1, 0.75, 0.5, 0.25x and columns of resolutions 32, 16, 8: soft blobs of the dataset's saturated
-colors (yellow, blue, red, green) placed on the dataset's muted backgrounds, with the same
-picture along each row and column. At this budget (about 7k images seen) the blobs are not yet
-crisp discs, squares and rings; more steps sharpen them (``--config.num_steps=5000``,
-resumable). Measured while tuning: the step costs about as much per image at batch 16 as at 64
-(2 cores are compute-bound), so a bigger batch does not buy images; no distillation, a simpler
-dataset (one large shape on a flat background) or r1 0.2-2 gave the same soft blobs at 450 steps.
+1. ``multires`` (``WORKDIR/multires``): a full-width generator with multi-resolution outputs
+   against the multi-resolution discriminator, from scratch (the paper tunes this stage from
+   a trained StyleGAN2, which a demo does not have).
+2. ``anycost`` (``WORKDIR/anycost``): elastic channels (uniform ratios 0.25..1) tuned from
+   stage 1's EMA generator with its channels sorted by importance, distilled from that frozen
+   generator (MSE at every resolution), against stage 1's discriminator now conditioned on the
+   sampled architecture.
+
+Why two stages and not elastic channels from scratch: with the same images, a generator trained
+with sampled widths from its first step learns clearly worse than a full-width one (measured at
+16 px, 1000 steps each: the full-width runs drew separate discs and rings, every elastic run --
+with or without distillation, with or without the conditioned D -- muddy mixed-color blobs).
+Sub-networks need a good full network to be cut from and distilled toward, as in the paper.
+
+Hardware and time: under 10 minutes on a 2-core CPU, start-up, compilation and dataset
+generation (~20 s, once) included (measured: 8 min 51 s from a fresh data directory; both
+stages run at ~3.8 steps/s, ~60 images/s). Expected result: ``WORKDIR/anycost/samples/00000400.png``
+shows, for eight fixed z (untruncated), rows of widths 1, 0.75, 0.5, 0.25x and columns of
+resolutions 32, 16, 8: compact blobs of the dataset's saturated colors (red, green, blue,
+yellow) on its muted gradient backgrounds, the same picture along each row and column (the
+0.25x row differs in details). They are not yet crisp discs, squares and rings: stage 1 sees
+about 21k images, and full-width runs of 48k images (3000 steps) still drew soft shapes; lower
+or higher R1 (0.01-4), lr 0.004 (checkerboards), batch 8 or half the channels (twice the
+images per second) were no better. For a longer run use a new workdir and
+``--config.stage.multires.num_steps=5000 --config.stage.anycost.num_steps=1000``; raising only
+``stage.anycost.num_steps`` resumes stage 2 where it stopped.
 
     python launch/train.py --config=configs/demo.py --workdir=runs/demo
     tensorboard --logdir=runs/demo
 """
-from anycost_jax.train.config_lib import base_config
+from anycost_jax.train import config_lib
 
 
 def get_config(arg: str = ''):
     del arg
-    c = base_config()
+    c = config_lib.base_config()
     c.name = 'demo'
     c.dataset = 'anycost_shapes'
     c.resolution = 32
@@ -36,21 +49,22 @@ def get_config(arg: str = ''):
     c.model.channel_multiplier = 1 / 16  # 64 channels up to 16 px, 32 at 32 px
     c.model.channel_max = 64
     c.batch_size = 16
-    c.num_steps = 450
     c.r1 = 0.5                           # small images need a much smaller gamma than 1024 px faces
     c.g_reg_every = 0
     c.mixing_prob = 0.5
     c.half_life_kimg = 0.5               # an EMA that keeps up with a short run
-    c.n_res, c.n_sampled_res = 3, 3          # masked steps compute every resolution anyway: train them all
-    c.channel_mode = 'uniform'
-    c.conditioned_d = True
-    c.distill_weight = 1.
+    c.n_res, c.n_sampled_res = 3, 3      # every resolution every step: the masked step computes them anyway
     c.use_lpips = False                  # VGG features say little about 32 px images
-    c.teacher = 'ema'
-    c.log_every = 50
-    c.sample_every = 150
-    c.checkpoint_every = 150
+    c.log_every = 100
+    c.sample_every = 200
+    c.checkpoint_every = 200
+    c.n_samples = 8
     # No truncation: this early, truncating toward the mean w paints most samples in one color and
     # hides that the generator already covers the dataset's four colors and its backgrounds.
     c.sample_truncation = 1.0
-    return c
+    return config_lib.pipeline(c, [
+        ('multires', dict(num_steps=1300, channel_mode=None, conditioned_d=False, distill_weight=0.,
+                          tune_from=None, teacher=None, sort_pretrain=False)),
+        ('anycost', dict(num_steps=400, channel_mode='uniform', conditioned_d=True, distill_weight=1.,
+                         tune_from=config_lib.PREVIOUS, teacher=config_lib.PREVIOUS, sort_pretrain=True)),
+    ])

@@ -62,7 +62,7 @@ def main(argv):
     if FLAGS.generator == DEFAULT_GENERATOR and not os.path.exists(DEFAULT_GENERATOR):
         raise app.UsageError(f'{DEFAULT_GENERATOR} does not exist: train the demo model first with '
                              f'"python launch/train.py --config=configs/demo.py --workdir=runs/demo" '
-                             f'(about 8 minutes on a CPU), or pass --generator=PATH_OR_URL')
+                             f'(under 10 minutes on a 2-core CPU), or pass --generator=PATH_OR_URL')
     cache = FLAGS.compile_cache
     if cache is None and not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
         cache = os.path.join(download.cache_dir(), 'xla')

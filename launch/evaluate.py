@@ -48,10 +48,12 @@ FLAGS = flags.FLAGS
 
 
 def load(path: str):
-    """(gen, variables): a training work directory's EMA generator, or anything convert loads."""
+    """(gen, variables): a training work directory's EMA generator (a stage's latest checkpoint, a
+    pipeline's final export), or anything convert loads."""
     from anycost_jax import convert
     from anycost_jax.train import trainer
-    if os.path.isfile(os.path.join(os.path.expanduser(path), trainer.CONFIG_FILE)):
+    local = os.path.expanduser(path)
+    if os.path.isfile(os.path.join(local, trainer.CONFIG_FILE)) or os.path.isdir(os.path.join(local, 'generator')):
         gen, g_vars, _, _ = trainer.load_weights(path, want_d=False)
         return gen.clone(bf16_from_res=None), convert.add_mean_style(gen, g_vars)
     return convert.load_generator(path)

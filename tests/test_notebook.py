@@ -1,5 +1,5 @@
-"""notebooks/colab_tpu.ipynb runs top to bottom (here on the CPU, tiny: a 16 px model, two
-training steps, two Adam projection steps) and shows its images; it is stored without outputs."""
+"""notebooks/colab_tpu.ipynb runs top to bottom (here on the CPU, tiny: a 16 px model, one
+training step per stage, two Adam projection steps) and shows its images; it is stored without outputs."""
 import json
 import os
 import sys
@@ -30,7 +30,7 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
         'display_name': 'Python 3 (test)', 'language': 'python'}))
     monkeypatch.setenv('JUPYTER_PATH', str(tmp_path / 'jupyter'))
     # Adam on the full generator: L-BFGS's line search through random sub-generators compiles for a minute.
-    for key, value in {'STEPS': '2', 'WORKDIR': str(tmp_path / 'run'), 'PROJECT_STEPS': '2',
+    for key, value in {'STAGE_STEPS': 'multires=1;anycost=1', 'WORKDIR': str(tmp_path / 'run'), 'PROJECT_STEPS': '2',
                        'PROJECT_OPTIMIZER': 'adam', 'PROJECT_SUB_G': '0',
                        'DIRECTION_SAMPLES': '200', 'CONFIG': f'{TINY_CONFIG};data_dir={tmp_path / "tfds"}'}.items():
         monkeypatch.setenv('ANYCOST_NOTEBOOK_' + key, value)
@@ -45,7 +45,7 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     assert all(c.execution_count is not None for c in code)  # every cell ran (an error would have raised)
     text = '\n'.join(o.get('text', '') for c in code for o in c.outputs if o.output_type == 'stream')
     assert 'backend: cpu' in text
-    assert 'trained 2 steps' in text and 'generator: 16 px' in text
+    assert 'trained 2 steps (multires: 1, anycost: 1)' in text and 'generator: 16 px' in text
     assert 'projected in' in text and 'preview 0.25x @ 8 px' in text
 
     def images(cell_index):

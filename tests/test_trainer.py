@@ -4,6 +4,7 @@ and original .pt files), exact resume, corrupt checkpoints, SIGTERM, the NaN gua
 import glob
 import importlib.util
 import json
+import logging
 import os
 import signal
 
@@ -11,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from anycost_jax import convert
+from anycost_jax import convert, sorting
 from anycost_jax.train import checkpoint as ckpt_lib
 from anycost_jax.train import trainer
 
@@ -303,3 +304,86 @@ def test_two_processes_train_like_one(data_dir, tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     with ckpt_lib.Checkpointer(os.path.join(multi, 'checkpoints')) as ck:
         assert ck.all_steps() == [1, 2]
+
+
+def _tiny_pipeline(data_dir, multires_steps=2, anycost_steps=1):
+    """configs/demo.py's two-stage pipeline at the trainer tests' size."""
+    c = load_config_file('demo', '')
+    c.data_dir, c.resolution, c.batch_size = data_dir, 16, 8
+    c.model.style_dim, c.model.n_mlp, c.model.channel_multiplier, c.model.channel_max = 16, 1, 1 / 64, 16
+    c.n_res, c.n_sampled_res, c.d_reg_every = 2, 1, 1
+    c.log_every = c.sample_every = c.checkpoint_every = 1
+    c.n_samples = 2
+    c.stage.multires.num_steps, c.stage.anycost.num_steps = multires_steps, anycost_steps
+    return c
+
+
+def test_pipeline_runs_its_stages_in_order_and_resumes(data_dir, tmp_path, caplog):
+    """The demo's multires -> anycost pipeline: stage 2 tunes from, sorts and distills stage 1's
+    workdir; a preempted stage starts no next one; a rerun skips a finished stage; the final
+    export is the last stage's EMA."""
+    run = str(tmp_path / 'demo')
+    # Preempted in stage 1 (SIGTERM from an evaluation hook at its step 1 of 2): stage 2 never starts.
+    trainer.EVALUATORS['sigterm'] = lambda step, gen, variables, config: os.kill(os.getpid(), signal.SIGTERM) or {}
+    try:
+        preempted = _tiny_pipeline(data_dir)
+        preempted.eval_every, preempted.eval_metrics = 1, ('sigterm',)
+        stopped = trainer.train_and_evaluate(preempted, run)
+    finally:
+        del trainer.EVALUATORS['sigterm']
+    assert int(stopped.step) == 1
+    assert not os.path.exists(os.path.join(run, 'anycost')) and not os.path.exists(os.path.join(run, 'generator'))
+    state = trainer.train_and_evaluate(_tiny_pipeline(data_dir), run)
+    first, second = (json.load(open(os.path.join(run, n, 'config.json'))) for n in ('multires', 'anycost'))
+    assert first['name'] == 'demo-multires' and first['channel_mode'] is None and first['teacher'] is None
+    assert second['name'] == 'demo-anycost' and second['channel_mode'] == 'uniform' and second['sort_pretrain']
+    assert second['tune_from'] == second['teacher'] == os.path.join(run, 'multires')
+    assert os.path.exists(os.path.join(run, 'multires', 'samples', '00000002.png'))
+    assert os.path.exists(os.path.join(run, 'anycost', 'samples', '00000001.png'))
+    _, final = convert.load_model(os.path.join(run, 'generator'))
+    assert_trees_equal(final['params'], jax.tree.map(np.asarray, state.ema_params))
+    _, last = convert.load_model(os.path.join(run, 'anycost', 'generator'))
+    assert_trees_equal(final['params'], last['params'])
+    # Stage 2 started from stage 1's EMA generator with sorted channels, not from scratch or unsorted.
+    gen, stage1, _, _ = trainer.load_weights(os.path.join(run, 'multires'))
+    assert trainer.load_weights(run)[1]['params'].keys() == stage1['params'].keys()  # the root loads
+    k_sort = jax.random.split(jax.random.fold_in(jax.random.key(second['seed']), 1), 3)[2]  # initial_variables'
+    sorted_g = sorting.sort_channels(gen, stage1, k_sort)['params']
+
+    def farthest(a, b):
+        return max(float(np.abs(np.asarray(x) - np.asarray(y)).max()) for x, y in
+                   zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    # One Adam step (beta1 = 0) moves every weight by about lr = 0.002; a permutation moves many by far more.
+    assert farthest(state.g_params, sorted_g) < 0.005 < farthest(state.g_params, stage1['params'])
+    with ckpt_lib.Checkpointer(os.path.join(run, 'anycost', 'checkpoints')) as ck:
+        assert ck.all_steps() == [1]
+    # Resuming with more stage-2 steps: stage 1 is skipped, stage 2 continues from its step 1.
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger=trainer.__name__)
+    more = trainer.train_and_evaluate(_tiny_pipeline(data_dir, anycost_steps=2), run)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any('stage multires already finished' in m for m in messages), messages
+    assert any('resumed from' in m and 'anycost' in m for m in messages), messages
+    assert int(more.step) == 2
+    with ckpt_lib.Checkpointer(os.path.join(run, 'multires', 'checkpoints')) as ck:
+        assert ck.all_steps() == [1, 2]
+
+
+def test_pipeline_config_errors(data_dir, tmp_path):
+    c = load_config_file('demo', '')
+    # A field the stages set is theirs: a top-level value would be ignored, so it is an error.
+    c.num_steps = 3000
+    with pytest.raises(ValueError, match=r'num_steps is set per stage .*--config.stage.multires.num_steps / '
+                                         r'--config.stage.anycost.num_steps'):
+        trainer.config_lib.check(c)
+    with pytest.raises(ValueError, match="'num_step' is not a"):
+        trainer.config_lib.pipeline(trainer.config_lib.base_config(), [('a', {'num_step': 1})])
+    bad = _tiny_pipeline(data_dir)
+    bad.stage.multires.tune_from = trainer.config_lib.PREVIOUS
+    with pytest.raises(ValueError, match='first stage .*no previous stage'):
+        trainer.train_and_evaluate(bad, str(tmp_path / 'x'))
+    bad = _tiny_pipeline(data_dir)
+    bad.stage.anycost.teacher = None
+    with pytest.raises(ValueError, match=r"needs a teacher.*in stage 'anycost'"):
+        trainer.train_and_evaluate(bad, str(tmp_path / 'y'))
+    assert not os.path.exists(tmp_path / 'y')

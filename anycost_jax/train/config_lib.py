@@ -9,8 +9,16 @@ the original's FFHQ 1024 config-f training (``tools/train_gan.py`` and ``scripts
 * style mixing probability 0.9; G EMA half-life 10k images;
 * multi-resolution: 4 resolutions, 2 sampled per step; distillation weight 2 (MSE at every
   output resolution + LPIPS-VGG); elastic channels: min channel 8, widths divisible by 4.
+
+A *pipeline* config (:func:`pipeline`) chains stages the way the paper trains (multi-resolution
+first, then elastic channels tuned from it, sorted, and distilled from it): the shared fields
+once at the top, each stage's own fields under ``stage.<name>``, run in the order of
+``pipeline``, each in ``WORKDIR/<name>``; :data:`PREVIOUS` in ``tune_from`` / ``teacher`` names
+the stage before.
 """
 from __future__ import annotations
+
+import copy
 
 import ml_collections
 from ml_collections import config_dict
@@ -21,6 +29,8 @@ CHANNEL_MODES = ('uniform', 'flexible', 'sandwich')
 # The run shape a checkpoint must match to be resumed (everything else may change on resume,
 # e.g. num_steps, logging intervals).
 RESUME_KEYS = ('resolution', 'model', 'n_res', 'channel_mode', 'conditioned_d', 'dataset', 'seed', 'batch_size')
+# In a pipeline stage's tune_from / teacher: the previous stage's work directory.
+PREVIOUS = '@previous'
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -81,8 +91,65 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def pipeline(shared: ml_collections.ConfigDict, stages) -> ml_collections.ConfigDict:
+    """A config that runs ``stages`` (``[(name, {field: value})]``) in order on ``shared``.
+
+    A field any stage sets is owned by the stages: at the top level it becomes an unset
+    placeholder, and :func:`check` refuses a value there, so an override goes only where it
+    takes effect: ``--config.batch_size=8`` for every stage, ``--config.stage.NAME.num_steps``
+    for one (``--config.num_steps`` is an error that says so, not a silently ignored value).
+    """
+    c = copy.deepcopy(shared)
+    names = [name for name, _ in stages]
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f'pipeline: stage names must be unique and at least one, got {names}')
+    with c.unlocked():
+        for _, fields in stages:
+            for key in fields:
+                if key not in shared or isinstance(shared[key], ml_collections.ConfigDict):
+                    raise ValueError(f'pipeline: stage field {key!r} is not a (non-nested) config field')
+                c[key] = config_dict.placeholder(shared.get_type(key))
+        c.pipeline = tuple(names)
+        c.stage = ml_collections.ConfigDict({name: dict(fields) for name, fields in stages})
+    return c
+
+
+def stage_configs(config) -> list[tuple[str, ml_collections.ConfigDict]]:
+    """``[(name, full config)]`` of a pipeline config, in order (a single-stage config: ``[('', config)]``).
+
+    ``PREVIOUS`` is left in place: the trainer replaces it with the previous stage's workdir.
+    """
+    if 'pipeline' not in config:
+        return [('', config)]
+    missing = [n for n in config.pipeline if n not in config.stage]
+    if missing:
+        raise ValueError(f'config: pipeline stages {missing} have no config.stage.<name> entry')
+    owned = {k: [n for n in config.pipeline if k in config.stage[n]] for n in config.pipeline for k in config.stage[n]}
+    for key, names in owned.items():
+        if config.get(key) is not None:
+            raise ValueError(f'config: {key} is set per stage in this pipeline ({", ".join(names)}): use '
+                             + ' / '.join(f'--config.stage.{n}.{key}' for n in names) + f' instead of --config.{key}')
+    shared = {k: v for k, v in config.to_dict().items() if k not in ('pipeline', 'stage')}
+    out = []
+    for name in config.pipeline:
+        c = ml_collections.ConfigDict({**shared, **config.stage[name].to_dict()})
+        c.name = f'{config.name}-{name}'
+        out.append((name, c))
+    return out
+
+
 def check(config) -> None:
     """Raises ValueError for a config that cannot run, saying which field to change."""
+    if 'pipeline' in config:
+        for i, (name, c) in enumerate(stage_configs(config)):
+            if i == 0 and PREVIOUS in (c.tune_from, c.teacher):
+                raise ValueError(f'config: the first stage ({name}) has no previous stage for tune_from / teacher')
+            try:
+                check(c)
+            except ValueError as e:
+                raise ValueError(f'{e} (in stage {name!r}: config.stage.{name})') from None
+        return
+
     def need(ok, msg):
         if not ok:
             raise ValueError(f'config: {msg}')

@@ -115,13 +115,16 @@ def _load_workdir(path: str):
 
 
 def load_weights(path: str, want_d: bool = True):
-    """(gen, g_vars, disc or None, d_vars or None) from a .pt / URL, a model directory or a workdir.
+    """(gen, g_vars, disc or None, d_vars or None) from a .pt / URL, a model directory or a workdir
+    (a stage's: its latest checkpoint; a pipeline's: the last stage's export).
 
     From a training checkpoint the generator is its EMA (``g_ema``), as the original tunes from.
     """
     local = path if '://' in path else os.path.expanduser(path)
     if os.path.isdir(local) and os.path.exists(os.path.join(local, CONFIG_FILE)):
         return _load_workdir(local)
+    if os.path.isdir(os.path.join(local, 'generator')):  # a pipeline's workdir: its final export
+        path = local = os.path.join(local, 'generator')
     gen, g_vars = convert.load_generator(path, mean_style=False)
     disc = d_vars = None
     if want_d:
@@ -325,6 +328,10 @@ def quiet_orbax_info():
         handler.addFilter(_Filter())
 
 
+def _absolute(workdir: str) -> str:
+    return workdir if '://' in workdir else os.path.abspath(os.path.expanduser(workdir))
+
+
 def _write_config(config, workdir):
     path = os.path.join(workdir, CONFIG_FILE)
     if os.path.exists(path):
@@ -343,14 +350,20 @@ def _write_config(config, workdir):
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps_lib.TrainState:
-    """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns the final state."""
+    """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns the final state.
+
+    A pipeline config (:func:`config_lib.pipeline`) runs its stages one after the other, see
+    :func:`train_pipeline`.
+    """
+    if 'pipeline' in config:
+        return train_pipeline(config, workdir)
     config_lib.check(config)
     quiet_orbax_info()
     unknown = [m for m in config.eval_metrics if m not in EVALUATORS and m not in evaluate_lib.METRICS]
     if unknown:
         raise ValueError(f'config: eval_metrics {unknown} are neither built in ({", ".join(evaluate_lib.METRICS)}) '
                          f'nor registered in trainer.EVALUATORS ({sorted(EVALUATORS)})')
-    workdir = os.path.abspath(os.path.expanduser(workdir)) if '://' not in workdir else workdir
+    workdir = _absolute(workdir)
     n_dev, n_proc = jax.device_count(), jax.process_count()
     if config.batch_size % n_dev:
         raise ValueError(f'config: batch_size={config.batch_size} must be divisible by the {n_dev} devices')
@@ -474,6 +487,51 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
         stop.restore()
         ckpt.close()
         writer.flush()
+    return state
+
+
+def _finished(config, workdir: str) -> bool:
+    """Whether ``workdir`` holds a stage that already ran to ``num_steps`` and exported its models."""
+    ckpt_dir = os.path.join(workdir, 'checkpoints')
+    if not (os.path.isdir(ckpt_dir) and os.path.isdir(os.path.join(workdir, 'generator'))):
+        return False
+    with ckpt_lib.Checkpointer(ckpt_dir, async_save=False) as ck:
+        latest = ck.latest_step()
+    return latest is not None and latest >= config.num_steps
+
+
+def train_pipeline(config: ml_collections.ConfigDict, workdir: str) -> steps_lib.TrainState:
+    """Runs a pipeline config's stages in order, stage ``NAME`` in ``WORKDIR/NAME``; returns the last state.
+
+    A stage's ``tune_from`` / ``teacher`` of ``config_lib.PREVIOUS`` become the previous stage's
+    workdir (its EMA generator, D and, for a teacher, the frozen EMA). Every stage resumes on
+    its own; one that already finished is skipped. SIGTERM stops the stage that runs and starts
+    no further one. The last stage's generator and D are also exported to ``WORKDIR/generator``
+    and ``WORKDIR/discriminator``, so the pipeline's workdir is used like a single stage's.
+    """
+    config_lib.check(config)
+    # Absolute, so that the stages' config.json name the previous stage wherever they are resumed from.
+    workdir = _absolute(workdir)
+    stages = config_lib.stage_configs(config)
+    log.info('pipeline %s: %s', config.name, ' -> '.join(f'{n} ({c.num_steps} steps)' for n, c in stages))
+    state, previous = None, None
+    for name, c in stages:
+        stage_dir = os.path.join(workdir, name)
+        for key in ('tune_from', 'teacher'):
+            if c[key] == config_lib.PREVIOUS:
+                c[key] = previous
+        previous = stage_dir
+        if _finished(c, stage_dir) and name != stages[-1][0]:
+            log.info('pipeline: stage %s already finished in %s; skipped', name, stage_dir)
+            continue
+        log.info('pipeline: stage %s in %s', name, stage_dir)
+        state = train_and_evaluate(c, stage_dir)
+        if int(state.step) < c.num_steps:  # stopped (SIGTERM): the next stage needs this one finished
+            log.warning('pipeline: stage %s stopped at step %d of %d; run again to continue', name,
+                        int(state.step), c.num_steps)
+            return state
+    gen, disc = build_models(c)
+    _export(gen, disc, state, workdir, jax.process_index() == 0)
     return state
 
 
