@@ -77,10 +77,11 @@ def test_errors_say_what_to_do(tmp_path, variables):
 
 
 def test_launcher_table_json_and_tensorboard(tmp_path, variables):
-    model = str(tmp_path / 'gen')
-    convert.save_model(model, GEN, variables)
+    # A pipeline's workdir (as runs/demo): the last stage's generator is exported into it.
+    run = tmp_path / 'run'
+    convert.save_model(str(run / 'generator'), GEN, variables)
     out, logs = str(tmp_path / 'eval.json'), str(tmp_path / 'tb')
-    cmd = [sys.executable, 'launch/evaluate.py', f'--checkpoint={model}', '--metrics=macs,consistency',
+    cmd = [sys.executable, 'launch/evaluate.py', f'--checkpoint={run}', '--metrics=macs,consistency',
            '--ratios=1.0,0.25', '--resolutions=16', '--n_consistency=2', '--consistency_res=16', '--batch_size=8',
            f'--output={out}', f'--workdir={logs}', '--step=7']
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
