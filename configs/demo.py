@@ -20,15 +20,15 @@ with or without distillation, with or without the conditioned D -- muddy mixed-c
 Sub-networks need a good full network to be cut from and distilled toward, as in the paper.
 
 Hardware and time: under 10 minutes on a 2-core CPU, start-up, compilation and dataset
-generation (~20 s, once) included (measured: 8 min 51 s from a fresh data directory; both
-stages run at ~3.8 steps/s, ~60 images/s). Expected result: ``WORKDIR/anycost/samples/00000400.png``
-shows, for eight fixed z (untruncated), rows of widths 1, 0.75, 0.5, 0.25x and columns of
+generation (~20 s, once) included (measured: 8 min 20 s from a fresh data directory, the 2 cores
+as 2 data-parallel devices; stage 1 at ~4.2 steps/s, stage 2 at ~3.6). Expected result:
+``WORKDIR/anycost/samples/00000400.png`` shows, for eight fixed z (untruncated), rows of widths 1, 0.75, 0.5, 0.25x and columns of
 resolutions 32, 16, 8: compact blobs of the dataset's saturated colors (red, green, blue,
 yellow) on its muted gradient backgrounds, the same picture along each row and column (the
 0.25x row differs in details). They are not yet crisp discs, squares and rings: stage 1 sees
-about 21k images, and full-width runs of 48k images (3000 steps) still drew soft shapes; lower
-or higher R1 (0.01-4), lr 0.004 (checkerboards), batch 8 or half the channels (twice the
-images per second) were no better. For a longer run use a new workdir and
+about 19k images, and full-width runs of 48k images (3000 steps) still drew soft shapes; lower
+or higher R1 (0.01-4), lr 0.004 (checkerboards), batch 8 or half the channels (about twice
+the images per second) were no better. For a longer run use a new workdir and
 ``--config.stage.multires.num_steps=5000 --config.stage.anycost.num_steps=1000``; raising only
 ``stage.anycost.num_steps`` resumes stage 2 where it stopped.
 
@@ -63,7 +63,7 @@ def get_config(arg: str = ''):
     # hides that the generator already covers the dataset's four colors and its backgrounds.
     c.sample_truncation = 1.0
     return config_lib.pipeline(c, [
-        ('multires', dict(num_steps=1300, channel_mode=None, conditioned_d=False, distill_weight=0.,
+        ('multires', dict(num_steps=1200, channel_mode=None, conditioned_d=False, distill_weight=0.,
                           tune_from=None, teacher=None, sort_pretrain=False)),
         ('anycost', dict(num_steps=400, channel_mode='uniform', conditioned_d=True, distill_weight=1.,
                          tune_from=config_lib.PREVIOUS, teacher=config_lib.PREVIOUS, sort_pretrain=True)),

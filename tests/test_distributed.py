@@ -165,7 +165,7 @@ import anycost_jax.train
 fake = types.ModuleType('anycost_jax.train.trainer')
 def train_and_evaluate(config, workdir):
     import jax
-    print('TRAIN', config.stage, config.batch_size, workdir, jax.process_count())
+    print('TRAIN', config.stage, config.batch_size, workdir, jax.process_count(), 'devices', jax.device_count())
 fake.train_and_evaluate = train_and_evaluate
 sys.modules['anycost_jax.train.trainer'] = anycost_jax.train.trainer = fake
 sys.argv = ['launch/train.py'] + sys.argv[1:]
@@ -180,7 +180,7 @@ def test_train_launcher_calls_the_trainer(tmp_path):
     r = subprocess.run([sys.executable, '-c', RUN_WITH_FAKE_TRAINER] + args, capture_output=True, text=True,
                        cwd=ROOT, timeout=60, env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu'))
     assert r.returncode == 0, r.stderr
-    assert f'TRAIN anycost 32 {tmp_path}/w 1' in r.stdout
+    assert f'TRAIN anycost 32 {tmp_path}/w 1 devices 8' in r.stdout  # the tests' XLA_FLAGS count is kept
     assert 'single process' in r.stderr and 'JAX process: 0 / 1' in r.stderr
     # A partial multi-host set fails before any set-up, naming what is missing.
     r = subprocess.run([sys.executable, '-c', RUN_WITH_FAKE_TRAINER] + args + ['--num_processes=2'],
@@ -284,3 +284,35 @@ def test_gpu_slurm_directives():
     keys = {l.split()[1].split('=')[0] for l in directives}
     assert {'--nodes', '--ntasks-per-node', '--gpus-per-node', '--time'} <= keys
     assert '#SBATCH --ntasks-per-node=1' in directives
+
+
+def test_cpu_devices_keep_minibatch_stddev_groups_whole():
+    assert dist.cpu_devices_for([16], 2) == 2      # the demo on 2 cores: 2 devices of 8
+    assert dist.cpu_devices_for([16], 8) == 4      # never below 4 images per device
+    assert dist.cpu_devices_for([32], 64) == 8     # at most MAX_CPU_DEVICES
+    assert dist.cpu_devices_for([16, 24], 8) == 2  # every stage's batch
+    assert dist.cpu_devices_for([6], 4) == 1 == dist.cpu_devices_for([16], 1)
+    env = {'XLA_FLAGS': '--xla_backend_optimization_level=0'}
+    assert '2 cores as 2 XLA devices' in dist.split_cpu_cores([16], env=env, cores=2)
+    assert env['XLA_FLAGS'] == '--xla_backend_optimization_level=0 --xla_force_host_platform_device_count=2'
+    # A count already set is kept; --cpu_devices=1 adds nothing; a count that cuts a batch is refused.
+    assert 'as XLA_FLAGS sets them' in dist.split_cpu_cores([16], 4, env=env, cores=2)
+    assert env['XLA_FLAGS'].endswith('count=2')
+    env = {}
+    assert dist.split_cpu_cores([16], 1, env=env, cores=2).startswith('CPU devices: 1') and env == {}
+    with pytest.raises(ValueError, match='--cpu_devices=3 does not divide the global batch 16'):
+        dist.split_cpu_cores([16], 3, env={}, cores=2)
+
+
+def test_train_launcher_splits_the_cpu_cores(tmp_path):
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text(CONFIG)
+    flags = ' '.join(f for f in os.environ.get('XLA_FLAGS', '').split() if dist.CPU_DEVICES_FLAG not in f)
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu', XLA_FLAGS=flags)
+    args = [f'--config={cfg}:anycost', f'--workdir={tmp_path}/w', '--config.batch_size=32']
+    expected = dist.cpu_devices_for([32], len(os.sched_getaffinity(0)))
+    for extra, n in (([], expected), (['--cpu_devices=1'], 1), (['--cpu_devices=4'], 4)):
+        r = subprocess.run([sys.executable, '-c', RUN_WITH_FAKE_TRAINER] + args + extra, capture_output=True,
+                           text=True, cwd=ROOT, timeout=60, env=env)
+        assert r.returncode == 0, r.stderr
+        assert f'TRAIN anycost 32 {tmp_path}/w 1 devices {n}' in r.stdout, (extra, r.stdout)
