@@ -9,9 +9,9 @@ at 32 px with outputs at 32, 16 and 8 px. Two stages, run one after the other by
    against the multi-resolution discriminator, from scratch (the paper tunes this stage from
    a trained StyleGAN2, which a demo does not have).
 2. ``anycost`` (``WORKDIR/anycost``): elastic channels (uniform ratios 0.25..1) tuned, at half
-   the learning rate, from stage 1's EMA generator with its channels sorted by importance, distilled from that frozen
-   generator (MSE at every resolution), against stage 1's discriminator now conditioned on the
-   sampled architecture.
+   the learning rate, from stage 1's EMA generator with its channels sorted by importance,
+   distilled from that frozen generator (MSE at every resolution), against stage 1's
+   discriminator now conditioned on the sampled architecture.
 
 Why two stages and not elastic channels from scratch: with the same images, a generator trained
 with sampled widths from its first step learns clearly worse than a full-width one (measured at
@@ -22,8 +22,8 @@ Sub-networks need a good full network to be cut from and distilled toward, as in
 Hardware and time: under 10 minutes on a 2-core CPU, start-up, compilation and dataset
 generation (~20 s, once) included (measured: 8 min 20 s from a fresh data directory, the 2 cores
 as 2 data-parallel devices; stage 1 at ~4.2 steps/s, stage 2 at ~3.6). Expected result:
-``WORKDIR/anycost/samples/00000400.png`` shows, for eight fixed z (untruncated), rows of widths 1, 0.75, 0.5, 0.25x and columns of
-resolutions 32, 16, 8: compact blobs of the dataset's saturated colors (red, green, blue,
+``WORKDIR/anycost/samples/00000400.png`` shows, for eight fixed z (untruncated), rows of widths
+1, 0.75, 0.5, 0.25x and columns of resolutions 32, 16, 8: compact blobs of the dataset's saturated colors (red, green, blue,
 yellow) on its muted gradient backgrounds, the same picture along each row and column (the
 0.25x row differs in details). They are not yet crisp discs, squares and rings: stage 1 sees
 about 19k images, and full-width runs of 48k images (3000 steps) still drew soft shapes; lower

@@ -52,8 +52,7 @@ def load(path: str):
     pipeline's final export), or anything convert loads."""
     from anycost_jax import convert
     from anycost_jax.train import trainer
-    local = os.path.expanduser(path)
-    if os.path.isfile(os.path.join(local, trainer.CONFIG_FILE)) or os.path.isdir(os.path.join(local, 'generator')):
+    if trainer.is_workdir(path):
         gen, g_vars, _, _ = trainer.load_weights(path, want_d=False)
         return gen.clone(bf16_from_res=None), convert.add_mean_style(gen, g_vars)
     return convert.load_generator(path)

@@ -204,8 +204,9 @@ def split_cpu_cores(batch_sizes: Sequence[int], requested: int = 0, env: Optiona
     """Sets ``XLA_FLAGS`` in ``env`` so the CPU backend has one device per core; returns what it did.
 
     ``requested``: 0 chooses with :func:`cpu_devices_for`, 1 leaves one device, N > 1 asks for N.
-    A device count already in ``XLA_FLAGS`` is kept, and so is a multi-process run (its devices are
-    the cluster's). Must run before JAX starts its backends.
+    A device count already in ``XLA_FLAGS`` is kept. For a single process only (the launcher does
+    not call it in a multi-process run, whose devices are the cluster's); must run before JAX
+    starts its backends.
     """
     env = os.environ if env is None else env
     flags = env.get('XLA_FLAGS', '')

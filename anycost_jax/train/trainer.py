@@ -114,6 +114,13 @@ def _load_workdir(path: str):
     return gen, g_vars, disc, {'params': jax.tree.map(np.asarray, state.d_params)}
 
 
+def is_workdir(path: str) -> bool:
+    """Whether ``path`` is one of our training workdirs: a stage's (``config.json``) or a pipeline's
+    (the last stage's ``generator/`` export), as :func:`load_weights` reads them."""
+    local = path if '://' in path else os.path.expanduser(path)
+    return os.path.isfile(os.path.join(local, CONFIG_FILE)) or os.path.isdir(os.path.join(local, 'generator'))
+
+
 def load_weights(path: str, want_d: bool = True):
     """(gen, g_vars, disc or None, d_vars or None) from a .pt / URL, a model directory or a workdir
     (a stage's: its latest checkpoint; a pipeline's: the last stage's export).
