@@ -14,6 +14,11 @@ r"""FFHQ 1024, config-f: the paper's three training stages (Lin et al., CVPR 202
   width (paper Table 2, Fig. 5); the released anycost-ffhq-config-f.
 * ``anycost-flexible``: as ``anycost`` with the sandwich rule over per-layer ratios
   (``channel_mode='sandwich'``), for the flexible search space (anycost-ffhq-config-f-flexible).
+* ``pipeline``: ``stylegan2`` -> ``multires`` -> ``anycost`` as one run (a pipeline config, see
+  :func:`anycost_jax.train.config_lib.pipeline`), each stage exactly its config above, in
+  ``WORKDIR/<stage>``; stage 1 tunes from and distills from stage 0 and stage 2 from stage 1
+  (``@previous``). To start from the released StyleGAN2 instead of training stage 0, run the
+  single stages.
 
 Hardware: the original used 8 V100 for days per stage; here a TPU v4-32 / v5e-32 pod or 8+ A100
 (global batch 32 over every device). FFHQ is read from a local folder or zip of the 70k PNGs
@@ -25,18 +30,24 @@ Hardware: the original used 8 V100 for days per stage; here a TPU v4-32 / v5e-32
         --config.tune_from=runs/ffhq-s0 --config.teacher=runs/ffhq-s0
     python launch/train.py --config=configs/ffhq.py:anycost --workdir=runs/ffhq-s2 \
         --config.tune_from=runs/ffhq-s1 --config.teacher=runs/ffhq-s1
+    python launch/train.py --config=configs/ffhq.py:pipeline --workdir=runs/ffhq \
+        --config.manual_dir=/data/ffhq/images1024x1024      # the three in one run
 
 ``tune_from`` / ``teacher`` also take the original's checkpoints (``stylegan2-ffhq-config-f.pt``,
 a URL, or a directory written by ``launch/convert.py``).
 """
+from anycost_jax.train import config_lib
 from anycost_jax.train.config_lib import base_config
 
 STAGES = ('stylegan2', 'multires', 'anycost', 'anycost-flexible')
+PIPELINE = ('stylegan2', 'multires', 'anycost')
 
 
 def get_config(arg: str = 'anycost'):
+    if arg == 'pipeline':
+        return _pipeline()
     if arg not in STAGES:
-        raise ValueError(f'configs/ffhq.py:{arg}: unknown stage; expected one of {STAGES}')
+        raise ValueError(f'configs/ffhq.py:{arg}: unknown stage; expected one of {STAGES + ("pipeline",)}')
     c = base_config()
     c.name = f'ffhq-{arg}'
     c.dataset = 'ffhq'
@@ -60,3 +71,20 @@ def get_config(arg: str = 'anycost'):
     c.conditioned_d = True
     c.sort_pretrain = True
     return c
+
+
+def _pipeline():
+    """The stages of ``PIPELINE`` chained: the fields where their configs differ are stage fields."""
+    configs = {name: get_config(name).to_dict() for name in PIPELINE}
+    first = configs[PIPELINE[0]]
+    differ = {k for k in first if k != 'name' and any(c[k] != first[k] for c in configs.values())}
+    differ |= {'tune_from', 'teacher'}
+    stages = []
+    for i, name in enumerate(PIPELINE):
+        fields = {k: configs[name][k] for k in sorted(differ)}
+        if i:  # each stage starts from, and distills from, the one before (the paper's recipe)
+            fields.update(tune_from=config_lib.PREVIOUS, teacher=config_lib.PREVIOUS)
+        stages.append((name, fields))
+    shared = get_config(PIPELINE[0])
+    shared.name = 'ffhq'
+    return config_lib.pipeline(shared, stages)

@@ -259,6 +259,27 @@ def test_config_errors(data_dir, tmp_path):
             trainer.config_lib.check(load_config_file(name, 'anycost'))
 
 
+@pytest.mark.parametrize('name', ['ffhq', 'lsun_car'])
+def test_paper_pipeline_config_is_the_single_stages_chained(name):
+    """`:pipeline` runs exactly the single-stage configs, each tuned from and distilled from the one before."""
+    p = load_config_file(name, 'pipeline')
+    trainer.config_lib.check(p)  # the teachers are @previous: no user-supplied path is needed
+    stages = trainer.config_lib.stage_configs(p)
+    assert [n for n, _ in stages] == ['stylegan2', 'multires', 'anycost']
+    for i, (stage, c) in enumerate(stages):
+        single = load_config_file(name, stage).to_dict()
+        got = c.to_dict()
+        assert got.pop('name') == f'{name}-{stage}' and single.pop('name') == f'{name}-{stage}'
+        expect = trainer.config_lib.PREVIOUS if i else None
+        assert (got.pop('tune_from'), got.pop('teacher')) == (expect, expect)
+        single.pop('tune_from'), single.pop('teacher')
+        assert got == single, stage
+    with pytest.raises(ValueError, match='config.stage.multires.num_steps'):
+        with p.unlocked():
+            p.num_steps = 10
+        trainer.config_lib.check(p)
+
+
 def _free_port():
     import socket
     with socket.socket() as s:
