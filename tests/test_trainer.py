@@ -287,6 +287,38 @@ def _free_port():
         return s.getsockname()[1]
 
 
+_MANY_STEPS = """
+import sys
+sys.path.insert(0, 'tests')
+from test_trainer import tiny
+from anycost_jax.train import trainer
+c = tiny('multires', sys.argv[1], num_steps=200, teacher=None, distill_weight=0.,
+         log_every=10 ** 6, sample_every=10 ** 6, checkpoint_every=10 ** 6)  # nothing drains the queue
+state = trainer.train_and_evaluate(c, sys.argv[2])
+print('finished', int(state.step), 'steps on', len(state.step.sharding.device_set), 'devices')
+"""
+
+
+def test_many_steps_on_two_cpu_devices_do_not_deadlock(data_dir, tmp_path):
+    """200 steps on 2 CPU devices with nothing that waits for the devices in between.
+
+    Queued ahead, these programs deadlock XLA:CPU (an all-reduce that one device never joins;
+    XLA aborts the process after 40 s): this failed every time before the trainer waited for
+    each iteration on CPU meshes. In a subprocess, so that a regression fails this test, not
+    the whole session.
+    """
+    import subprocess
+    import sys
+    from anycost_jax.data import pipeline
+    pipeline.load_source('anycost_shapes', 16, data_dir=data_dir)
+    flags = ' '.join(f for f in os.environ.get('XLA_FLAGS', '').split() if 'device_count' not in f)
+    env = {**os.environ, 'XLA_FLAGS': f'{flags} --xla_force_host_platform_device_count=2'}
+    r = subprocess.run([sys.executable, '-c', _MANY_STEPS, data_dir, str(tmp_path / 'w')], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and 'finished 200 steps on 2 devices' in r.stdout, (
+        r.returncode, r.stdout[-2000:], r.stderr[-3000:])
+
+
 def test_two_processes_train_like_one(data_dir, tmp_path):
     """launch/train.py as 2 processes x 4 devices (jax.distributed on localhost) = 1 process x 8."""
     import subprocess
