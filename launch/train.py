@@ -6,8 +6,8 @@ r"""Trains an Anycost GAN stage from an ``ml_collections`` config (Flax-examples
 field), ``--workdir`` receives checkpoints and summaries (a ``gs://`` bucket on a TPU pod: every
 host must see the same directory). Run one copy of this program per host; multi-host set-up:
 
-* nothing to pass on a single host (on a CPU, its cores become data-parallel XLA devices:
-  ``--cpu_devices``);
+* nothing to pass on a single host (on a CPU, ``--cpu_devices`` can split its cores into
+  data-parallel XLA devices);
 * TPU pod: ``launch/tpu_pod.sh`` runs it on every worker with ``ANYCOST_DISTRIBUTED=1``;
 * SLURM: ``sbatch launch/gpu_slurm.sh`` (one task per node, under ``srun``); Open MPI: ``mpirun``;
 * anything else: ``--coordinator_address=HOST0:PORT --num_processes=N --process_id=I`` on every host.
@@ -36,9 +36,9 @@ flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes (wi
 flags.DEFINE_integer('process_id', None, 'Multi-host: index of this process (with --coordinator_address).')
 flags.DEFINE_list('local_device_ids', None, 'Multi-host GPU: the local devices this process drives '
                   '(default: one per process under SLURM/MPI, all GPUs when a node runs one task).')
-flags.DEFINE_integer('cpu_devices', 0, 'Single process: XLA CPU devices to split the cores into for the '
-                     'data-parallel step (0: as many as keep per-device batches multiples of 4, up to 8; 1: no '
-                     'split). Matters only where the program runs on the CPU.')
+flags.DEFINE_integer('cpu_devices', 1, 'Single process: XLA CPU devices to split the cores into for the '
+                     'data-parallel step (1: no split; 0: as many as keep per-device batches multiples of 4, up '
+                     'to 8). Matters only where the program runs on the CPU.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -63,7 +63,7 @@ def main(argv):
         from anycost_jax.train import config_lib
         batches = [c.batch_size for _, c in config_lib.stage_configs(config)]
         logging.info('%s', distributed.split_cpu_cores(batches, FLAGS.cpu_devices))
-    elif FLAGS.cpu_devices:
+    elif FLAGS.cpu_devices != 1:
         raise app.UsageError('--cpu_devices is for a single process; a multi-process run uses its devices as they are')
     logging.info('distributed: %s', distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                                                            FLAGS.process_id, local_device_ids=ids))

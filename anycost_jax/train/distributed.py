@@ -32,12 +32,15 @@ GPU numbered by its local rank (they assume one process per GPU). When a node ru
 task, :func:`initialize` passes every GPU of the node as ``local_device_ids`` instead
 (``SLURM_GPUS_ON_NODE``, else ``CUDA_VISIBLE_DEVICES``, else the ``/dev/nvidiaN`` devices).
 
-On a CPU host, :func:`split_cpu_cores` (before JAX starts) makes XLA show one CPU device per
-core (``--xla_force_host_platform_device_count``), so that the data-parallel step runs its
-per-device programs side by side: measured on 2 cores, the demo's step is about 1.2x faster
-as 2 devices of 8 images than as 1 of 16. It only counts devices that keep every per-device
-batch a multiple of 4 (whole minibatch-stddev groups), and is harmless where an accelerator
-runs the program (the CPU backend is then not used).
+On a CPU host, :func:`split_cpu_cores` (before JAX starts, with the launcher's
+``--cpu_devices=0`` or N > 1) makes XLA show one CPU device per core
+(``--xla_force_host_platform_device_count``), so that the data-parallel step runs its
+per-device programs side by side. It is not the default: since the trainer must wait for each
+iteration on a CPU mesh (``Steps.sync_every_iteration``), 2 devices of 8 images ran the demo's
+stage 1 no faster than 1 of 16 on 2 cores (16.2-18.5 against 16.9-18.1 steps/s, runs in the
+order 2-1-1-2), and their programs took longer to compile. It only counts devices that keep
+every per-device batch a multiple of 4 (whole minibatch-stddev groups), and is harmless where
+an accelerator runs the program (the CPU backend is then not used).
 
 The detection helpers are pure functions of an environment mapping so they can be tested.
 """
@@ -219,11 +222,13 @@ def split_cpu_cores(batch_sizes: Sequence[int], requested: int = 0, env: Optiona
     if bad:
         raise ValueError(f'--cpu_devices={n} does not divide the global batch {bad[0]}; choose a divisor of it, '
                          f'or 0 to choose automatically')
+    if n == 1 and requested == 1:
+        return f'CPU devices: 1 ({cores} cores; --cpu_devices=0 would split them into data-parallel devices)'
     if n == 1:
         return f'CPU devices: 1 ({cores} cores; no split keeps per-device batches of multiples of 4)'
     env['XLA_FLAGS'] = f'{flags} {CPU_DEVICES_FLAG}={n}'.strip()
     return (f'CPU devices: {cores} cores as {n} XLA devices ({CPU_DEVICES_FLAG}={n}; data-parallel where the '
-            f'program runs on the CPU); --cpu_devices=1 keeps one')
+            f'program runs on the CPU); --cpu_devices=1 (the default) keeps one')
 
 
 def initialize(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
