@@ -303,8 +303,8 @@ def test_many_steps_on_two_cpu_devices_do_not_deadlock(data_dir, tmp_path):
     """200 steps on 2 CPU devices with nothing that waits for the devices in between.
 
     Queued ahead, these programs deadlock XLA:CPU (an all-reduce that one device never joins;
-    XLA aborts the process after 40 s): this failed every time before the trainer waited for
-    each iteration on CPU meshes. In a subprocess, so that a regression fails this test, not
+    XLA aborts the process after 40 s): this failed every time before the step programs waited
+    for their results on CPU meshes (Steps.waits_for_results). In a subprocess, so that a regression fails this test, not
     the whole session.
     """
     import subprocess

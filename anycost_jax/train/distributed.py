@@ -35,10 +35,11 @@ task, :func:`initialize` passes every GPU of the node as ``local_device_ids`` in
 On a CPU host, :func:`split_cpu_cores` (before JAX starts, with the launcher's
 ``--cpu_devices=0`` or N > 1) makes XLA show one CPU device per core
 (``--xla_force_host_platform_device_count``), so that the data-parallel step runs its
-per-device programs side by side. It is not the default: since the trainer must wait for each
-iteration on a CPU mesh (``Steps.sync_every_iteration``), 2 devices of 8 images ran the demo's
-stage 1 no faster than 1 of 16 on 2 cores (16.2-18.5 against 16.9-18.1 steps/s, runs in the
-order 2-1-1-2), and their programs took longer to compile. It only counts devices that keep
+per-device programs side by side. It is not the default: since the step programs must wait
+for their results on a CPU mesh (``Steps.waits_for_results``), 2 devices of 8 images ran the
+demo's stage 1 no faster than 1 of 16 on 2 cores (16.2-18.5 against 16.9-18.1 steps/s, runs in
+the order 2-1-1-2, measured with the trainer waiting once per iteration), and their programs
+took longer to compile. It only counts devices that keep
 every per-device batch a multiple of 4 (whole minibatch-stddev groups), and is harmless where
 an accelerator runs the program (the CPU backend is then not used).
 

@@ -300,18 +300,21 @@ class Steps:
         fn = jax.shard_map(counted, mesh=self.mesh, in_specs=in_specs, out_specs=(P(), P()))
         # Outputs pinned to the exact sharding of replicate(): an equivalent spec spelled
         # differently (P(None, None) vs P()) would miss the cache and recompile on the next call.
-        return jax.jit(fn, donate_argnums=0, out_shardings=jax.sharding.NamedSharding(self.mesh, P()))
+        program = jax.jit(fn, donate_argnums=0, out_shardings=jax.sharding.NamedSharding(self.mesh, P()))
+        if not self.waits_for_results:
+            return program
+        return lambda *args: jax.block_until_ready(program(*args))
 
     @property
-    def sync_every_iteration(self) -> bool:
-        """Whether the caller must wait for each iteration before dispatching the next one.
+    def waits_for_results(self) -> bool:
+        """Whether each program returned by :meth:`programs` waits for its results before returning.
 
         True on a mesh of several CPU devices: there XLA:CPU (jax 0.10.2) deadlocks when the host
         queues these collective programs ahead of the devices -- one device waits in an
         all-reduce for a peer that never arrives, and after 40 s XLA aborts the whole process.
         Reproduced with 2, 3, 4 and 8 host-platform devices on 2 cores, for a chain of one program
-        as for alternating ones; waiting after each iteration (its programs depend on each other)
-        ran thousands of iterations clean. Accelerators keep asynchronous dispatch.
+        as for alternating ones; waiting after each program, or after each iteration of dependent
+        programs, ran thousands of iterations clean. Accelerators keep asynchronous dispatch.
         """
         return self.mesh.devices.size > 1 and self.mesh.devices.flat[0].platform == 'cpu'
 

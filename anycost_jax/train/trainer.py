@@ -425,7 +425,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
     hooks = [report]
     meta = {'config': config.to_dict(), 'teacher': config.teacher, 'tune_from': config.tune_from}
     pending, last_ckpt, step = [], ckpt.latest_step(), start
-    sync = steps.sync_every_iteration
     t_log, step_log = time.time(), start
     log.info('training %s: steps %d -> %d, global batch %d on %d devices (%d processes)', config.name, start,
              config.num_steps, config.batch_size, n_dev, n_proc)
@@ -466,8 +465,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
                     if 'g_reg_step' in progs and step % config.g_reg_every == 0:
                         state, m_p = progs['g_reg_step'](state, batch)
                         metrics.update(m_p)
-                    if sync:  # several CPU devices: never queue iterations ahead (see Steps.sync_every_iteration)
-                        jax.block_until_ready(state)
                 pending.append(metrics)
                 step += 1
                 for h in hooks:
