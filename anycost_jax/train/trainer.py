@@ -114,10 +114,15 @@ def _load_workdir(path: str):
     return gen, g_vars, disc, {'params': jax.tree.map(np.asarray, state.d_params)}
 
 
+def _local_path(path: str) -> str:
+    """``path`` with ``~`` expanded, unless it is a URL."""
+    return path if '://' in path else os.path.expanduser(path)
+
+
 def is_workdir(path: str) -> bool:
     """Whether ``path`` is one of our training workdirs: a stage's (``config.json``) or a pipeline's
     (the last stage's ``generator/`` export), as :func:`load_weights` reads them."""
-    local = path if '://' in path else os.path.expanduser(path)
+    local = _local_path(path)
     return os.path.isfile(os.path.join(local, CONFIG_FILE)) or os.path.isdir(os.path.join(local, 'generator'))
 
 
@@ -127,7 +132,7 @@ def load_weights(path: str, want_d: bool = True):
 
     From a training checkpoint the generator is its EMA (``g_ema``), as the original tunes from.
     """
-    local = path if '://' in path else os.path.expanduser(path)
+    local = _local_path(path)
     if os.path.isdir(local) and os.path.exists(os.path.join(local, CONFIG_FILE)):
         return _load_workdir(local)
     if os.path.isdir(os.path.join(local, 'generator')):  # a pipeline's workdir: its final export
