@@ -9,8 +9,8 @@ Order. Example positions form one endless stream: global step s covers positions
 where perm_e sorts the hashes of (seed, e, i) over the n example indices. Host h of H takes
 the contiguous slice [h * B/H, (h + 1) * B/H) of each global batch. A batch may straddle two
 epochs; every epoch is a full permutation, nothing is dropped. The flip of position p is
-bit 0 of hash(seed, p) and is applied before the pyramid, so every level shows the same
-orientation. Everything is a pure function of (seed, step, dataset size), computed with
+bit 0 of hash(seed, p); every level shows the same orientation. Levels are resized from the
+example with PIL's bilinear filter, then flipped, as the original's transforms. Everything is a pure function of (seed, step, dataset size), computed with
 `hashing` rather than a stateful generator: `start_step=k` yields exactly the k-th batch of
 a fresh iterator, on any number of hosts and any NumPy version.
 
@@ -34,10 +34,12 @@ import os
 import queue
 import threading
 import weakref
+from typing import Optional
 
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
+from PIL import Image
 
 from anycost_jax.data import builders, hashing
 
@@ -163,25 +165,35 @@ def _default_workers():
 # ---------------------------------------------------------------------------- batches
 
 
-def downsample2(x: np.ndarray) -> np.ndarray:
-    """2x2 box (area) down-sampling of NHWC float32 arrays: exact antialiasing for a factor 2.
+def resize_like_original(images_uint8: np.ndarray, size: int) -> np.ndarray:
+    """uint8 NHWC -> uint8 [n, size, size, 3] with PIL's antialiased bilinear filter.
 
-    Summed as (left + right) of the top row plus (left + right) of the bottom row, so a
-    mirrored input gives the bit-exact mirrored output (float addition is commutative).
+    The original's ``MultiResize`` builds every level with ``transforms.Resize(r, BILINEAR)``
+    from the source image, i.e. ``PIL.Image.resize``: a triangle filter widened by the scale
+    factor (4 taps per axis at a factor 2), computed in PIL's fixed point with uint8 rounding.
     """
-    top = x[:, 0::2, 0::2] + x[:, 0::2, 1::2]
-    bottom = x[:, 1::2, 0::2] + x[:, 1::2, 1::2]
-    return (top + bottom) * np.float32(0.25)
+    if images_uint8.shape[1] == size and images_uint8.shape[2] == size:
+        return images_uint8
+    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in images_uint8])
 
 
-def make_pyramid(images_uint8: np.ndarray, n_res: int):
-    """uint8 NHWC -> tuple of n_res float32 arrays in [-1, 1], full resolution first, each level
-    the area down-sampling of the previous (so of level 0)."""
-    x = images_uint8.astype(np.float32) * np.float32(1 / 127.5) - np.float32(1)
-    levels = [x]
-    for _ in range(n_res - 1):
-        levels.append(downsample2(levels[-1]))
-    return tuple(levels)
+def to_float(images_uint8: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 in [-1, 1], as ``ToTensor`` + ``Normalize(0.5, 0.5)``."""
+    return images_uint8.astype(np.float32) * np.float32(1 / 127.5) - np.float32(1)
+
+
+def make_pyramid(images_uint8: np.ndarray, n_res: int, flips: Optional[np.ndarray] = None):
+    """uint8 NHWC -> tuple of n_res float32 arrays in [-1, 1], full resolution first.
+
+    Every level is resized from the source (:func:`resize_like_original`), and ``flips``
+    (bool [n]) mirrors the chosen examples after resizing, at every level, in the original's
+    order (``MultiResize`` then ``GroupRandomHorizontalFlip``).
+    """
+    size = images_uint8.shape[1]
+    levels = [resize_like_original(images_uint8, size >> i) for i in range(n_res)]
+    if flips is not None and flips.any():
+        levels = [np.where(flips[:, None, None, None], x[:, :, ::-1], x) for x in levels]
+    return tuple(to_float(x) for x in levels)
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -244,9 +256,7 @@ class InputIterator:
 
     def batch(self, step: int):
         idx, flips = self.indices(step)
-        images = self.source.get(idx, self._pool)
-        images[flips] = images[flips, :, ::-1]
-        return make_pyramid(images, self.n_res)
+        return make_pyramid(self.source.get(idx, self._pool), self.n_res, flips)
 
     def __iter__(self):
         return self

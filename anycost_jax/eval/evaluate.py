@@ -45,7 +45,7 @@ class Settings:
     dataset: Any = None                  # makes missing statistics files: a dataset name or source (fid.real_stats)
     data_dir: Optional[str] = None
     manual_dir: Optional[str] = None
-    # Read real images at this size and area-downsample them to each evaluated resolution, as the
+    # Read real images at this size and resize them (the pipeline's pyramid) to each evaluated resolution, as the
     # multi-resolution discriminator sees them (None: read each resolution from the dataset).
     source_resolution: Optional[int] = None
     consistency_res: int = 256           # both images are compared at this size

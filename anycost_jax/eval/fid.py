@@ -349,8 +349,8 @@ def _as_float_level(item, resolution: int) -> np.ndarray:
         sizes.append(x.shape[1] if x.ndim == 4 else None)
         if x.ndim == 4 and x.shape[1] == resolution and x.shape[2] == resolution:
             if x.dtype == np.uint8:
-                from anycost_jax.data.pipeline import make_pyramid
-                return make_pyramid(x, 1)[0]
+                from anycost_jax.data.pipeline import to_float
+                return to_float(x)
             return x.astype(np.float32)
     raise ValueError(f'the real-image batches have sizes {sizes}, none at the requested resolution {resolution}')
 
@@ -367,8 +367,8 @@ def real_stats(source, resolution: int, n_images: int = DEFAULT_N_IMAGES, batch_
     default; or an iterator (or list) of this process's batches (uint8 or [-1, 1] float, an array or a
     pyramid tuple such as ``InputIterator`` yields), used as it comes.
     Images are mapped to [-1, 1] as the trainer does. With ``source_resolution`` (a power-of-two
-    multiple of ``resolution``) the images are read at that size and area-downsampled by the
-    pipeline's pyramid, exactly as the discriminator sees lower-resolution reals.
+    multiple of ``resolution``) the images are read at that size and resized by the
+    pipeline's pyramid (PIL bilinear, as the original), exactly as the discriminator sees lower-resolution reals.
     """
     from anycost_jax.data import pipeline
     ext = _extractor(extractor)
