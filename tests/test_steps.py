@@ -54,13 +54,68 @@ def test_one_compile_for_every_sampled_subnetwork():
     assert int(state.step) == 4
 
 
-def test_devices_sample_different_subnetworks():
-    # The sampling that steps use: fold the device index into the step key.
-    cfg = STAGES['anycost'][0]
-    keys = [jax.random.fold_in(jax.random.key(0), d) for d in range(8)]
-    widths = {tuple(np.asarray(elastic.sample(k, RES, GEN.full_channels(), cfg.channel_mode,
-                                               cfg.min_channel, cfg.divided_by)[0])) for k in keys}
-    assert len(widths) > 1
+def test_one_subnetwork_per_minibatch_stddev_group():
+    # The original draws one sub-network per GPU of 4 images: here, per D statistics group of 4.
+    cfg, multires = STAGES['anycost']
+    _, steps, _ = make(cfg, multires)
+    draws = [steps.subnetworks(jax.random.key(k), 16) for k in range(8)]
+    groups = set()
+    for widths, code in draws:
+        assert widths.shape == (16, len(GEN.full_channels())) and code.shape == (16, elastic.arch_code_length(RES))
+        # D groups samples g, g + 4, g + 8, g + 12 (the original's view(group, -1)): one architecture each
+        for g in range(4):
+            assert len({tuple(np.asarray(widths[i])) for i in range(g, 16, 4)}) == 1
+            assert len({tuple(np.asarray(code[i])) for i in range(g, 16, 4)}) == 1
+        groups.update(tuple(np.asarray(widths[g])) for g in range(4))
+    assert len(groups) > 1
+    # 4 images (or fewer) on a device: a single sub-network, as one GPU of the original
+    widths, _ = steps.subnetworks(jax.random.key(0), 4)
+    assert len({tuple(np.asarray(w)) for w in widths}) == 1
+    assert steps.subnetworks(jax.random.key(0), 4)[0].shape == (4, len(GEN.full_channels()))
+
+
+def test_per_sample_masks_equal_each_sliced_subgenerator():
+    # A batch whose samples run different sub-networks (the masked training path) gives, sample
+    # by sample, the image of that sub-network's sliced generator.
+    v = GEN.init_variables(jax.random.key(0))
+    z = jax.random.normal(jax.random.key(4), (4, 16))
+    full = GEN.full_channels()
+    configs = [elastic.uniform_channels(RES, r, GEN.base_channels(), GEN.channel_max) for r in (0.25, 1.0, 0.5, 0.75)]
+    masked = GEN.apply(v, z, channel_masks=jnp.asarray(configs, jnp.int32), noise_mode='const')
+    for i, c in enumerate(configs):
+        sliced = GEN.apply(v, z[i:i + 1], channels=c, noise_mode='const')
+        np.testing.assert_allclose(masked[i:i + 1], sliced, rtol=1e-5, atol=1e-5)
+    assert len({tuple(c) for c in configs}) == 4 and configs[1] == full
+
+
+def test_regularizers_start_at_their_interval_and_ema_is_updated_once_per_iteration():
+    cfg = st.StepConfig(pl_weight=2., g_reg_every=2, d_reg_every=4, ema_beta=0.5)
+    assert [i for i in range(8) if cfg.r1_due(i)] == [3, 7]  # the original counts iterations from 1
+    assert [i for i in range(8) if cfg.pl_due(i)] == [1, 3, 5, 7]
+    assert not any(st.StepConfig(pl_weight=0.).pl_due(i) for i in range(8))
+    state, steps, _ = make(cfg, False)
+    progs, batch = steps.programs(), steps.shard_batch(reals(n_res=1))
+    leaf = lambda tree: np.asarray(jax.tree.leaves(tree)[0])
+
+    state, _ = progs['g_step'](state, batch, None)  # iteration 0: no path length after it
+    np.testing.assert_allclose(leaf(state.ema_params), 0.5 * leaf(GEN.init_variables(jax.random.key(0))['params'])
+                               + 0.5 * leaf(state.g_params), rtol=1e-6)
+    ema0 = leaf(state.ema_params)
+    state, _ = progs['g_step'](state, batch, None)  # iteration 1: path length follows, the EMA waits for it
+    np.testing.assert_array_equal(leaf(state.ema_params), ema0)
+    state, _ = progs['g_reg_step'](state, batch)
+    np.testing.assert_allclose(leaf(state.ema_params), 0.5 * ema0 + 0.5 * leaf(state.g_params), rtol=1e-6)
+
+
+def test_device_batch_must_fill_stddev_groups():
+    from anycost_jax.train import trainer
+    for ok in (4, 8, 32):
+        trainer.check_device_batch(ok)
+    trainer.check_device_batch(2, allow_small=True)
+    with pytest.raises(ValueError, match='allow_small_stddev_group'):
+        trainer.check_device_batch(2)
+    with pytest.raises(ValueError, match='6 images per device.*multiple of 4'):
+        trainer.check_device_batch(6, allow_small=True)
 
 
 def test_step_config_validation():

@@ -37,6 +37,7 @@ def tiny(stage, data_dir, **overrides):
     c.dataset, c.data_dir, c.resolution = 'anycost_shapes', data_dir, 16
     c.model.style_dim, c.model.n_mlp, c.model.channel_multiplier = 16, 1, 1 / 64
     c.batch_size, c.num_steps = 8, 1
+    c.allow_small_stddev_group = True     # 1 image on each of 8 devices
     c.n_res, c.n_sampled_res = min(c.n_res, 2), min(c.n_sampled_res, 1)
     c.d_reg_every = 1                      # R1 and path length run at step 0
     c.g_reg_every = 1 if stage == 'stylegan2' else 0
@@ -158,6 +159,18 @@ def test_periodic_evaluation_and_best_fid_export(stages):
     assert best == {'step': 1, 'fid': pytest.approx(values['eval/fid/1.0x@16'][0][1])}
     _, g_vars = convert.load_model(os.path.join(workdir, trainer.BEST_DIR))
     assert_trees_equal(g_vars['params'], jax.tree.map(np.asarray, state.ema_params))
+    # With D, as the original's ckpt-best.pt: what tune_from_checkpoint='best' starts from.
+    _, best_g, _, best_d = trainer.load_weights(workdir, checkpoint='best')
+    assert_trees_equal(best_g['params'], jax.tree.map(np.asarray, state.ema_params))
+    assert_trees_equal(best_d['params'], jax.tree.map(np.asarray, state.d_params))
+    cfg = tiny('anycost', None, tune_from=workdir, tune_from_checkpoint='best', sort_pretrain=False)
+    gen, disc = trainer.build_models(cfg)
+    g0, d0 = trainer.initial_variables(cfg, gen, disc, jax.random.key(0))
+    assert_trees_equal(g0['params'], best_g['params'])
+    assert_trees_equal(d0['params'], best_d['params'])
+    s0, _ = stages['stylegan2']  # trained without FID: no best export to tune from
+    with pytest.raises(FileNotFoundError, match="tune_from_checkpoint='latest'"):
+        trainer.load_weights(s0, checkpoint='best')
 
 
 def test_stage_transfers_are_checked(stages, data_dir, tmp_path):
@@ -327,7 +340,8 @@ def test_two_processes_train_like_one(data_dir, tmp_path):
     pipeline.load_source('anycost_shapes', 16, data_dir=data_dir)  # prepare once, not in both processes
     overrides = dict(dataset='anycost_shapes', data_dir=data_dir, resolution=16, batch_size=8, num_steps=2,
                      n_res=2, n_sampled_res=1, d_reg_every=1, use_lpips=False, teacher='ema', distill_weight=1.,
-                     sort_pretrain=False, log_every=1, sample_every=2, checkpoint_every=1, n_samples=2)
+                     sort_pretrain=False, log_every=1, sample_every=2, checkpoint_every=1, n_samples=2,
+                     allow_small_stddev_group=True)
     overrides.update({'model.style_dim': 16, 'model.n_mlp': 1, 'model.channel_multiplier': 1 / 64})
     args = ['--config=configs/ffhq.py:anycost'] + [f'--config.{k}={v}' for k, v in overrides.items()]
     flags = os.environ['XLA_FLAGS'].replace('device_count=8', 'device_count=4')
@@ -363,6 +377,7 @@ def _tiny_pipeline(data_dir, multires_steps=2, anycost_steps=1):
     """configs/demo.py's two-stage pipeline at the trainer tests' size."""
     c = load_config_file('demo', '')
     c.data_dir, c.resolution, c.batch_size = data_dir, 16, 8
+    c.allow_small_stddev_group = True  # 1 image on each of 8 devices
     c.model.style_dim, c.model.n_mlp, c.model.channel_multiplier, c.model.channel_max = 16, 1, 1 / 64, 16
     c.n_res, c.n_sampled_res, c.d_reg_every = 2, 1, 1
     c.log_every = c.sample_every = c.checkpoint_every = 1

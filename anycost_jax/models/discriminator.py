@@ -18,9 +18,10 @@ from anycost_jax.models.common import init_variables
 from anycost_jax.nn.layers import ConvLayer, EqualDense, ResBlock
 
 Array = jax.Array
+STDDEV_GROUP = 4  # images per minibatch-stddev group, as the original
 
 
-def minibatch_stddev(x: Array, group_size: int = 4, n_feat: int = 1) -> Array:
+def minibatch_stddev(x: Array, group_size: int = STDDEV_GROUP, n_feat: int = 1) -> Array:
     """Appends the minibatch standard deviation as extra channels, grouped as the original.
 
     The batch is split into ``group`` contiguous chunks; sample ``m`` of every chunk forms one
@@ -48,7 +49,7 @@ def compute_dtype(res: int, bf16_from_res: Optional[int]):
 class _Head(nn.Module):
     """Minibatch stddev -> 3x3 conv -> flatten -> two equalized FC layers."""
     channels: int
-    stddev_group: int = 4
+    stddev_group: int = STDDEV_GROUP
 
     @nn.compact
     def __call__(self, x: Array) -> Array:

@@ -5,8 +5,8 @@ const / random / explicit noise, early exit at ``target_res``) and adds the widt
 
 * ``channel_ratio`` (uniform, computed as the original) or ``channels`` (one width per elastic
   layer): static; parameters are sliced so the sub-generator really costs less.
-* ``channel_masks``: traced widths or masks; shapes stay full, so a training step compiles once
-  whatever sub-network it samples.
+* ``channel_masks``: traced widths ([L], or [N, L] for a sub-network per sample) or masks;
+  shapes stay full, so a training step compiles once whatever sub-networks it samples.
 
 Images are NHWC float32 in roughly [-1, 1], unclamped, like the original.
 """
@@ -125,10 +125,10 @@ class Generator(nn.Module):
         full = self.full_channels()
         if not isinstance(channel_masks, (list, tuple)):
             widths = jnp.asarray(channel_masks)
-            if widths.ndim != 1 or widths.shape[0] not in (len(full), self.n_style):
-                raise ValueError(f'channel_masks as an array must be int widths of shape [{len(full)}], '
-                                 f'got shape {widths.shape}')
-            return elastic.masks_from_widths(widths[:len(full)], full)
+            if widths.ndim not in (1, 2) or widths.shape[-1] not in (len(full), self.n_style):
+                raise ValueError(f'channel_masks as an array must be int widths of shape [{len(full)}] (the whole '
+                                 f'batch) or [batch, {len(full)}] (one sub-network per sample), got shape {widths.shape}')
+            return elastic.masks_from_widths(widths[..., :len(full)], full)
         if len(channel_masks) != len(full):
             raise ValueError(f'channel_masks has {len(channel_masks)} masks, expected {len(full)}')
         for i, (m, f) in enumerate(zip(channel_masks, full)):

@@ -2,8 +2,9 @@
 
 Elastic layers are declared at full width. At call time they take their live widths either
 as static ints (``in_width`` / ``out_width``: parameters are sliced, so XLA only computes the
-sub-network) or as float masks (``in_mask`` / ``out_mask`` of full width: shapes never change,
-so one compiled program serves every sampled sub-network). Both paths reproduce the
+sub-network) or as float masks (``in_mask`` / ``out_mask`` of full width, [C] for the batch or
+[N, C] per sample: shapes never change, so one compiled program serves every sampled
+sub-network). Both paths reproduce the
 original's slicing semantics:
 
 * the modulation FC always produces the full input width, then the live prefix is used;
@@ -189,9 +190,8 @@ class ConstantInput(nn.Module):
         const = self.param('const', _normal(), (1, self.size, self.size, self.channels))
         if out_width is not None:
             const = const[..., :out_width]
-        if out_mask is not None:
-            const = const * out_mask
-        return jnp.broadcast_to(const, (batch,) + const.shape[1:])
+        const = jnp.broadcast_to(const, (batch,) + const.shape[1:])
+        return const if out_mask is None else const * _spatial(out_mask)
 
 
 class NoiseInjection(nn.Module):
@@ -263,8 +263,13 @@ class StyledConv(nn.Module):
         bias = self.param('bias', nn.initializers.zeros, (self.features,))
         out = fused_leaky_relu(out, bias.astype(out.dtype))
         if out_mask is not None:
-            out = out * out_mask.astype(out.dtype)
+            out = out * _spatial(out_mask).astype(out.dtype)
         return out
+
+
+def _spatial(mask: Array) -> Array:
+    """A channel mask [C] (whole batch) or [N, C] (per sample) shaped to multiply NHWC maps."""
+    return mask[:, None, None, :] if mask.ndim == 2 else mask
 
 
 class ToRGB(nn.Module):

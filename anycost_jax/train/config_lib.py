@@ -46,6 +46,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(style_dim=512, n_mlp=8, channel_multiplier=2., channel_max=512))
     # ---- optimization
     c.batch_size = 32                    # global, over every device of every host
+    # D's minibatch-stddev statistics (and one sampled sub-network) cover a group of 4 images on
+    # one device. Fewer than 4 images per device shrink the group (the original allows it too):
+    # refused unless asked for here, e.g. for a 1024 px model that fits 2 images per device.
+    c.allow_small_stddev_group = False
     c.num_steps = 781_250                # 25M images at batch 32
     c.lr = 0.002
     c.r1 = 10.
@@ -70,6 +74,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.distill_weight = 0.                # > 0 needs a teacher
     c.use_lpips = True
     c.tune_from = config_dict.placeholder(str)  # initial G (g_ema) and D: .pt, URL, model dir or workdir
+    # Of a stage workdir tune_from: 'latest' checkpoint, or 'best' (its best-FID export, as the
+    # original tunes from ckpt-best.pt; needs fid in that run's eval_metrics).
+    c.tune_from_checkpoint = 'latest'
     c.teacher = config_dict.placeholder(str)    # frozen full generator; 'ema': this run's own EMA G
     # ---- bookkeeping
     c.seed = 0
@@ -170,6 +177,8 @@ def check(config) -> None:
     for k in ('d_reg_every', 'log_every', 'sample_every', 'checkpoint_every', 'keep_checkpoints'):
         need(config[k] >= 1, f'{k}={config[k]} must be >= 1')
     need(config.eval_every == 0 or config.eval_metrics, 'eval_every > 0 needs eval_metrics')
+    need(config.tune_from_checkpoint in ('latest', 'best'),
+         f"tune_from_checkpoint={config.tune_from_checkpoint!r}; expected 'latest' or 'best'")
 
 
 def step_config(config, global_batch: int) -> steps_lib.StepConfig:

@@ -1,17 +1,24 @@
 """Training steps with pmap semantics: per-device bodies under ``jax.jit(jax.shard_map(...))``.
 
 Every device holds the whole (replicated) state and its own slice of the global batch. It
-draws its own latents, noise, sub-network (channel masks) and training resolutions from
+draws its own latents, noise, sub-networks (channel masks) and training resolutions from
 ``fold_in(step_rng, axis_index('data'))``, so one compiled program serves every draw, and
 gradients are averaged with ``pmean`` over the ``data`` axis, which keeps the replicas equal.
+A device draws one sub-network per minibatch-stddev group of D (4 images), as the original
+draws one per GPU of 4 images, so a step averages as many widths as it has groups.
 
 Four programs per stage, as the original alternates them:
 * ``d_step``: logistic loss on the sampled resolutions; reals are paired with a randomly drawn
   architecture code, fakes with the code of the sub-network that made them;
 * ``d_reg_step``: lazy R1 (``gamma / 2 * R1 * d_reg_every``) on one resolution drawn per step;
 * ``g_step``: non-saturating loss through D on the sampled resolutions, plus distillation
-  from the frozen full-width teacher (same z, mixing index and noise); then the EMA update;
+  from the frozen full-width teacher (same z, mixing index and noise); then the EMA update,
+  unless path length regularization follows in this iteration;
 * ``g_reg_step``: lazy path length regularization (stage 0 only), then the EMA update.
+
+The regularizers run on iterations ``i`` (0-based) with ``(i + 1) % every == 0``
+(:meth:`StepConfig.r1_due`, :meth:`StepConfig.pl_due`), as the original counts from 1; the
+EMA is updated once per iteration.
 """
 from __future__ import annotations
 
@@ -27,6 +34,7 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from anycost_jax import elastic
+from anycost_jax.models.discriminator import STDDEV_GROUP
 from anycost_jax.models.generator import Generator
 from anycost_jax.train import losses
 
@@ -75,6 +83,14 @@ class StepConfig:
         if self.conditioned_d and self.channel_mode is None:
             raise ValueError('conditioned_d needs elastic channels (channel_mode)')
 
+    def r1_due(self, iteration):
+        """Whether iteration ``iteration`` (0-based; an int or a traced step) runs lazy R1."""
+        return self.d_reg_every > 0 and (iteration + 1) % self.d_reg_every == 0
+
+    def pl_due(self, iteration):
+        """Whether iteration ``iteration`` runs lazy path length regularization."""
+        return self.pl_weight > 0 and self.g_reg_every > 0 and (iteration + 1) % self.g_reg_every == 0
+
 
 def ema_beta(global_batch: int, half_life_kimg: float) -> float:
     """EMA decay per step for a half-life in thousands of images (the original's formula)."""
@@ -113,12 +129,21 @@ class Steps:
         key = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), tag)
         return jax.random.split(jax.random.fold_in(key, jax.lax.axis_index(AXIS)), n)
 
-    def _arch(self, key):
-        """(widths or None, architecture code or None) of one sampled sub-network."""
+    def subnetworks(self, key, batch: int):
+        """(widths int32[batch, L] or None, architecture codes [batch, K] or None) for one device's batch.
+
+        One sub-network per minibatch-stddev group of D: D's statistics group ``g`` holds samples
+        ``g, g + n_groups, ...`` (the original's ``view(group, -1)``), so sample ``i`` takes draw
+        ``i % n_groups`` and every group sees a single architecture, as in the original.
+        """
         if self.cfg.channel_mode is None:
             return None, None
-        widths, ratio_idx = elastic.sample(key, self.gen.resolution, self.full, self.cfg.channel_mode,
-                                           self.cfg.min_channel, self.cfg.divided_by, self.gen.channel_max)
+        n_groups = batch // min(batch, STDDEV_GROUP)
+        draw = lambda k: elastic.sample(k, self.gen.resolution, self.full, self.cfg.channel_mode,
+                                        self.cfg.min_channel, self.cfg.divided_by, self.gen.channel_max)
+        widths, ratio_idx = jax.vmap(draw)(jax.random.split(key, n_groups))
+        member = jnp.arange(batch) % n_groups
+        widths, ratio_idx = widths[member], ratio_idx[member]
         return widths, (elastic.arch_code(ratio_idx) if self.cfg.conditioned_d else None)
 
     def _latents(self, key, batch: int):
@@ -149,9 +174,10 @@ class Steps:
 
     def _d_body(self, state: TrainState, reals):
         k_lat, k_arch, k_real_arch, k_res, k_noise = self._keys(state, 0, 5)
-        z, inject = self._latents(k_lat, reals[0].shape[0])
-        widths, arch = self._arch(k_arch)
-        _, real_arch = self._arch(k_real_arch)
+        batch = reals[0].shape[0]
+        z, inject = self._latents(k_lat, batch)
+        widths, arch = self.subnetworks(k_arch, batch)
+        _, real_arch = self.subnetworks(k_real_arch, batch)
         fakes = jax.lax.stop_gradient(self._render(state.g_params, state.g_noise, z, inject, widths, k_noise))
         selected = self._selected(k_res)
 
@@ -178,7 +204,7 @@ class Steps:
 
     def _d_reg_body(self, state: TrainState, reals):
         k_arch, k_res = self._keys(state, 1, 2)
-        _, arch = self._arch(k_arch)  # the original regularizes reals with the fakes' code
+        _, arch = self.subnetworks(k_arch, reals[0].shape[0])  # the original regularizes reals with the fakes' code
         # One resolution, drawn per step (the same on every device: the key ignores the device).
         key = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), 5)
         which = jax.random.randint(key, (), 0, self.cfg.n_res)
@@ -195,18 +221,22 @@ class Steps:
         state = state.replace(d_params=optax.apply_updates(state.d_params, updates), d_opt_state=d_opt)
         return state, {'r1': jax.lax.pmean(r1, AXIS)}
 
-    def _apply_g(self, state: TrainState, grads):
+    def _apply_g(self, state: TrainState, grads, update_ema=True):
+        """The G update; then the EMA, where ``update_ema`` (a bool, possibly traced) says so."""
         grads = jax.lax.pmean(grads, AXIS)
         updates, g_opt = self.g_tx.update(grads, state.g_opt_state, state.g_params)
         params = optax.apply_updates(state.g_params, updates)
         beta = self.cfg.ema_beta
         ema = jax.tree.map(lambda e, p: beta * e + (1 - beta) * p, state.ema_params, params)
+        if update_ema is not True:
+            ema = jax.tree.map(lambda new, old: jnp.where(update_ema, new, old), ema, state.ema_params)
         return state.replace(g_params=params, g_opt_state=g_opt, ema_params=ema)
 
     def _g_body(self, state: TrainState, reals, teacher_params):
         k_lat, k_arch, k_res, k_noise = self._keys(state, 2, 4)
-        z, inject = self._latents(k_lat, reals[0].shape[0])
-        widths, arch = self._arch(k_arch)
+        batch = reals[0].shape[0]
+        z, inject = self._latents(k_lat, batch)
+        widths, arch = self.subnetworks(k_arch, batch)
         selected = self._selected(k_res)
         teacher_img = None
         if self.teacher is not None:  # same z, mixing index and noise, full width
@@ -231,7 +261,9 @@ class Steps:
             return total, metrics
 
         grads, metrics = jax.grad(loss_fn, has_aux=True)(state.g_params)
-        state = self._apply_g(state, grads).replace(step=state.step + 1)  # the G step closes an iteration
+        # The iteration's one EMA update comes after path length regularization where that runs.
+        state = self._apply_g(state, grads, update_ema=jnp.logical_not(self.cfg.pl_due(state.step)))
+        state = state.replace(step=state.step + 1)  # the G step closes an iteration
         return state, jax.lax.pmean(metrics, AXIS)
 
     def _g_reg_body(self, state: TrainState, reals):

@@ -4,6 +4,9 @@ One loop serves all stages; the config decides what runs (see ``configs/`` and
 :mod:`anycost_jax.train.config_lib`). An iteration is, as in the original:
 
     D step (+ lazy R1 every ``d_reg_every``) -> G step (+ lazy path length every ``g_reg_every``)
+    -> one EMA update
+
+with the regularizers on the last iteration of each interval (the original counts from 1),
 
 compiled once each as per-device programs over a 1-D ``data`` mesh of every device of every
 process (:mod:`anycost_jax.train.steps`).
@@ -17,6 +20,8 @@ The work directory holds::
     generator/            the final EMA generator as a model directory (``convert.load_model``;
                           ``launch/generate.py --checkpoint=WORKDIR/generator``)
     discriminator/        the final D (a later stage's ``tune_from`` may also be the workdir)
+    best_generator/       with fid evaluated: the best-FID EMA generator (+ best.json: step, FID)
+    best_discriminator/   and D at that step (``tune_from_checkpoint='best'`` tunes from the pair)
     events.out.tfevents.* TensorBoard scalars (every loss, D accuracies, steps/s, images/s) and
                           the sample grids
 
@@ -60,7 +65,7 @@ log = logging.getLogger(__name__)
 # (anycost_jax.eval.evaluate.METRICS) need no registration.
 EVALUATORS: dict[str, Callable] = {}
 CONFIG_FILE = 'config.json'
-BEST_DIR, BEST_FILE = 'best_generator', 'best.json'
+BEST_DIR, BEST_D_DIR, BEST_FILE = 'best_generator', 'best_discriminator', 'best.json'
 
 
 class NonFiniteError(FloatingPointError):
@@ -126,13 +131,27 @@ def is_workdir(path: str) -> bool:
     return os.path.isfile(os.path.join(local, CONFIG_FILE)) or os.path.isdir(os.path.join(local, 'generator'))
 
 
-def load_weights(path: str, want_d: bool = True):
+def load_weights(path: str, want_d: bool = True, checkpoint: str = 'latest'):
     """(gen, g_vars, disc or None, d_vars or None) from a .pt / URL, a model directory or a workdir
-    (a stage's: its latest checkpoint; a pipeline's: the last stage's export).
+    (a stage's: its latest checkpoint, or with ``checkpoint='best'`` its best-FID export, as the
+    original's ``ckpt-best.pt``; a pipeline's: the last stage's export).
 
     From a training checkpoint the generator is its EMA (``g_ema``), as the original tunes from.
     """
     local = _local_path(path)
+    if checkpoint not in ('latest', 'best'):
+        raise ValueError(f"checkpoint={checkpoint!r}; expected 'latest' or 'best'")
+    if checkpoint == 'best':
+        best = os.path.join(local, BEST_DIR)
+        if not os.path.isfile(os.path.join(best, BEST_FILE)):
+            raise FileNotFoundError(f'{path} has no best-FID export ({BEST_DIR}/{BEST_FILE}): that needs a stage '
+                                    f'workdir trained with fid in eval_metrics and eval_every > 0; use '
+                                    f"tune_from_checkpoint='latest' otherwise")
+        gen, g_vars = convert.load_generator(best, mean_style=False)
+        disc = d_vars = None
+        if want_d:
+            disc, d_vars = convert.load_discriminator(os.path.join(local, BEST_D_DIR))
+        return gen, g_vars, disc, d_vars
     if os.path.isdir(local) and os.path.exists(os.path.join(local, CONFIG_FILE)):
         return _load_workdir(local)
     if os.path.isdir(os.path.join(local, 'generator')):  # a pipeline's workdir: its final export
@@ -196,7 +215,7 @@ def initial_variables(config, gen, disc, rng):
         if config.sort_pretrain:
             raise ValueError('config: sort_pretrain=True sorts the channels of tune_from, which is not set')
         return g_vars, d_vars
-    src_gen, src_g, src_disc, src_d = load_weights(config.tune_from)
+    src_gen, src_g, src_disc, src_d = load_weights(config.tune_from, checkpoint=config.tune_from_checkpoint)
     diff = _same_arch(src_gen, gen, ('resolution', 'style_dim', 'n_mlp', 'full_channels'))
     if diff:
         raise ValueError(f'tune_from={config.tune_from!r} is a different generator: {"; ".join(diff)}; '
@@ -379,10 +398,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
     n_dev, n_proc = jax.device_count(), jax.process_count()
     if config.batch_size % n_dev:
         raise ValueError(f'config: batch_size={config.batch_size} must be divisible by the {n_dev} devices')
-    per_dev = config.batch_size // n_dev
-    if per_dev % min(4, per_dev):
-        raise ValueError(f'config: {per_dev} images per device do not split into minibatch-stddev groups of 4; '
-                         f'use a per-device batch (batch_size / devices) of 1-4 or a multiple of 4')
+    check_device_batch(config.batch_size // n_dev, config.allow_small_stddev_group)
     if 'fid' in config.eval_metrics:  # missing Inception weights fail now, not after the first eval_every steps
         evaluate_lib.feature_extractor(eval_settings(config, workdir))
     _write_config(config, workdir)
@@ -462,12 +478,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
                     batch = steps.shard_batch(next(data))
                     state, m_d = progs['d_step'](state, batch)
                     metrics = dict(m_d)
-                    if step % config.d_reg_every == 0:
+                    if cfg.r1_due(step):
                         state, m_r = progs['d_reg_step'](state, batch)
                         metrics.update(m_r)
                     state, m_g = progs['g_step'](state, batch, teacher_params)
                     metrics.update(m_g)
-                    if 'g_reg_step' in progs and step % config.g_reg_every == 0:
+                    if cfg.pl_due(step):
                         state, m_p = progs['g_reg_step'](state, batch)
                         metrics.update(m_p)
                 pending.append(metrics)
@@ -484,7 +500,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
                 if step % config.sample_every == 0 or step == config.num_steps:
                     _write_samples(sampler, state, step, workdir, writer, is_main)
                 if config.eval_every and step % config.eval_every == 0:
-                    _evaluate(config, gen, state, step, writer, workdir)
+                    _evaluate(config, gen, disc, state, step, writer, workdir)
                 if step % config.checkpoint_every == 0 or step == config.num_steps:
                     save()
                 if stop.should_stop():
@@ -500,6 +516,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
         ckpt.close()
         writer.flush()
     return state
+
+
+def check_device_batch(per_device: int, allow_small: bool = False) -> None:
+    """Refuses a per-device batch that D's minibatch-stddev groups of 4 do not tile."""
+    group = steps_lib.STDDEV_GROUP
+    if per_device >= group and per_device % group == 0:
+        return
+    if per_device < group and allow_small:
+        log.warning('%d images per device: minibatch-stddev groups of %d instead of %d (allow_small_stddev_group)',
+                    per_device, per_device, group)
+        return
+    hint = ' or set --config.allow_small_stddev_group=True to accept a smaller group' if per_device < group else ''
+    raise ValueError(f'config: {per_device} images per device (batch_size / devices); D computes its minibatch '
+                     f'stddev over groups of {group} images on one device, as the original, so use a multiple of '
+                     f'{group} per device{hint}')
 
 
 def _finished(config, workdir: str) -> bool:
@@ -594,7 +625,7 @@ def eval_settings(config, workdir: str) -> evaluate_lib.Settings:
                                  source_resolution=config.resolution, inception=config.inception or None, progress=False)
 
 
-def _evaluate(config, gen, state, step, writer, workdir):
+def _evaluate(config, gen, disc, state, step, writer, workdir):
     """Built-in metrics of every trained sub-generator, then registered ones; keeps the best-FID EMA."""
     gen = gen.clone(bf16_from_res=None)  # metrics are measured in float32
     variables = _ema_variables(state)
@@ -609,7 +640,7 @@ def _evaluate(config, gen, state, step, writer, workdir):
             writer.write_scalars(step, evaluate_lib.scalars(results))
         full = f'1.0x@{gen.top_res}'
         if 'fid' in builtin:
-            _keep_best(gen, variables, step, results[full]['fid'], workdir, is_main)
+            _keep_best(gen, variables, disc, state, step, results[full]['fid'], workdir, is_main)
     for name in config.eval_metrics:
         if name in EVALUATORS and name not in evaluate_lib.METRICS:
             scalars = EVALUATORS[name](step, gen, variables, config)
@@ -617,8 +648,10 @@ def _evaluate(config, gen, state, step, writer, workdir):
                 writer.write_scalars(step, {f'eval/{k}': v for k, v in scalars.items()})
 
 
-def _keep_best(gen, variables, step, fid, workdir, is_main):
-    """Exports the EMA generator to ``best_generator/`` when its full-width FID is the best so far."""
+def _keep_best(gen, variables, disc, state, step, fid, workdir, is_main):
+    """Exports the EMA generator to ``best_generator/`` and D to ``best_discriminator/`` when the
+    full-width FID is the best so far (the original's ``ckpt-best.pt``, which a later stage may
+    tune from)."""
     best_file = os.path.join(workdir, BEST_DIR, BEST_FILE)
     better = True
     if is_main and os.path.exists(best_file):
@@ -629,6 +662,9 @@ def _keep_best(gen, variables, step, fid, workdir, is_main):
         better = bool(multihost_utils.broadcast_one_to_all(np.int32(better)))
     if not better:
         return
+    # D first: best.json, written last, marks a complete pair.
+    convert.save_model(os.path.join(workdir, BEST_D_DIR), disc.clone(bf16_from_res=None),
+                       {'params': _local(state.d_params)})
     convert.save_model(os.path.join(workdir, BEST_DIR), gen, convert.add_mean_style(gen, variables))
     if is_main:
         with open(best_file + '.tmp', 'w') as f:
