@@ -125,7 +125,8 @@ def _conv_transpose2x(x: Array, w: Array) -> Array:
     That is a correlation of the 2x-dilated input, padded by k-1, with the spatially flipped
     kernel. Flipping is a copy, so it is done on the smaller side: the kernel, or the input and
     the output (conv(x, flip(w)) == flip(conv(flip(x), w)) here), where the flips fuse into the
-    neighbouring element-wise ops.
+    neighbouring element-wise ops. On CPU it runs as four phase convolutions instead
+    (:func:`_conv_transpose2x_phases`).
     """
     k = w.shape[0]
     n, h, wd, _ = x.shape
@@ -136,9 +137,40 @@ def _conv_transpose2x(x: Array, w: Array) -> Array:
         return lax.conv_general_dilated(x, w, (1, 1), [(k - 1, k - 1)] * 2, lhs_dilation=(2, 2),
                                         dimension_numbers=_DN)
 
-    if flip_data:
-        return conv(x[:, ::-1, ::-1], w)[:, ::-1, ::-1]
-    return conv(x, w[::-1, ::-1])
+    def dilated(x, w):
+        if flip_data:
+            return conv(x[:, ::-1, ::-1], w)[:, ::-1, ::-1]
+        return conv(x, w[::-1, ::-1])
+
+    if k < 2 or w.shape[1] != k:
+        return dilated(x, w)
+    return lax.platform_dependent(x, w, cpu=_conv_transpose2x_phases, default=dilated)
+
+
+def _conv_transpose2x_phases(x: Array, w: Array) -> Array:
+    """:func:`_conv_transpose2x` as four stride-1 convolutions, one per output pixel parity.
+
+    Output pixel ``2m + a`` (per axis) only meets the taps ``a, a + 2, ...`` of the kernel, so
+    each parity is a small correlation of the undilated input, and the four are interleaved.
+    XLA:CPU (jax 0.10) computes the kernel gradient of a dilated or conv-padded convolution on
+    a slow generic path (20 ms instead of 1.5 ms for the demo's 8 -> 16 px layer); the phases
+    are VALID correlations of explicitly padded inputs, which take the fast one.
+    """
+    k = w.shape[0]
+    n, h, wd, _ = x.shape
+    taps = (k + 1) // 2  # of parity 0; parity 1 has k // 2 (>= 1 for k >= 2)
+    rows = []
+    for a in range(2):
+        cols = []
+        for b in range(2):
+            kern = w[a::2, b::2][::-1, ::-1]
+            ka, kb = kern.shape[:2]
+            xp = jnp.pad(x, ((0, 0), (ka - 1, taps - 1), (kb - 1, taps - 1), (0, 0)))
+            cols.append(lax.conv_general_dilated(xp, kern, (1, 1), 'VALID', dimension_numbers=_DN))
+        rows.append(jnp.stack(cols, axis=3))  # [n, h', w', 2 (b), c]
+    y = jnp.stack(rows, axis=2)  # [n, h', 2 (a), w', 2 (b), c]
+    y = y.reshape(n, 2 * (h + taps - 1), 2 * (wd + taps - 1), w.shape[-1])
+    return y[:, :2 * h + k - 2, :2 * wd + k - 2]
 
 
 def _normal(stddev: float = 1.):
