@@ -28,8 +28,10 @@ changed colors and lost shapes even after 4000 stage-2 steps or distillation wei
 0.25x) keeps that row the same picture.
 
 Hardware and time: under 10 minutes on a 2-core CPU, start-up, compilation and dataset
-generation included (measured: 8 min 0 s from a fresh data directory, one CPU device; stages 1
-and 2 at ~18 and ~17 steps/s). Expected result:
+generation included (measured: 8 min 19 s from a fresh data directory, one CPU device, with a
+benchmark holding the other core, so the run got one core: 487 s of CPU time; stages 1 and 2 at
+~20 and ~16.5 steps/s. Before the CPU transposed-conv rewrite the same command took 8 min 0 s
+on an idle machine using both cores, 1085 s of CPU). Expected result:
 ``WORKDIR/anycost/samples/00001500.png`` shows, for eight fixed z (untruncated), rows of widths
 1, 0.75, 0.5, 0.25x and columns of resolutions 16 and 8: flat-colored discs, ellipses and
 ring-like shapes in the dataset's four saturated colors on its muted backgrounds (two of the
