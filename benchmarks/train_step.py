@@ -219,12 +219,16 @@ def run_case(case: str, resolution: int, args) -> dict:
     return row
 
 
-def run_original(case: str, resolution: int, args) -> dict:
-    """The original's iteration of stage ``case`` (benchmarks/original_train_step.py), raw runs like ``run_case``."""
+def run_original(case: str, resolution: int, args, rnd: int = 0) -> dict:
+    """The original's iteration of stage ``case`` (benchmarks/original_train_step.py), raw runs like ``run_case``.
+
+    Its cost depends on its draws (width, resolutions): round ``rnd`` seeds them with ``--seed + rnd``, so
+    that every round adds new draws.
+    """
     cfg = step_config(case, resolution, args)
     spec = dict(stage=case, resolution=resolution, batch=args.batch, style_dim=args.style_dim, n_mlp=args.n_mlp,
                 channel_multiplier=args.channel_multiplier, channel_max=args.channel_max, lr=LR,
-                lpips=args.lpips, warmup=args.warmup, repeats=args.repeats, seed=args.seed,
+                lpips=args.lpips, warmup=args.warmup, repeats=args.repeats, seed=args.seed + rnd,
                 threads=args.threads or torch_original.xla_cores(),
                 **{k: getattr(cfg, k) for k in ORIGINAL_SETTINGS})
     try:
@@ -325,7 +329,7 @@ def main(argv=None):
             runs.setdefault(('ours', case, res), []).append(row)
             if args.original_repo and case in STAGES:
                 print(f'  round {rnd + 1}: original {case} @ {res}', file=sys.stderr, flush=True)
-                runs.setdefault(('original', case, res), []).append(run_original(case, res, args))
+                runs.setdefault(('original', case, res), []).append(run_original(case, res, args, rnd))
         rows, meta = results(runs, args)
         if args.json:  # after every round, so that a long run stopped early keeps its finished rounds
             with open(args.json, 'w') as f:
