@@ -10,7 +10,8 @@ where perm_e sorts the hashes of (seed, e, i) over the n example indices. Host h
 the contiguous slice [h * B/H, (h + 1) * B/H) of each global batch. A batch may straddle two
 epochs; every epoch is a full permutation, nothing is dropped. The flip of position p is
 bit 0 of hash(seed, p); every level shows the same orientation. Levels are resized from the
-example with PIL's bilinear filter, then flipped, as the original's transforms. Everything is a pure function of (seed, step, dataset size), computed with
+example with PIL's bilinear filter, then flipped, as the original's transforms. Everything is
+a pure function of (seed, step, dataset size), computed with
 `hashing` rather than a stateful generator: `start_step=k` yields exactly the k-th batch of
 a fresh iterator, on any number of hosts and any NumPy version.
 
