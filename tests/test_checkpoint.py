@@ -12,10 +12,10 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from anycost_jax.models import Generator
 from anycost_jax.models.discriminator import Discriminator
 from anycost_jax.train import steps as st
-from anycost_jax.train.checkpoint import Checkpointer
+from anycost_jax.checkpoint import Checkpointer
 
 RES = 16
-LOGGER = 'anycost_jax.train.checkpoint'
+LOGGER = 'anycost_jax.checkpoint'
 # Orbax/TensorStore may report a read error to an asyncio loop that the failed restore already
 # closed ("Event loop is closed", at garbage collection): noise from the corruption tests.
 pytestmark = pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')

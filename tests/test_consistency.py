@@ -10,7 +10,7 @@ import pytest
 from anycost_jax.eval import consistency as cons
 from anycost_jax.models import Generator
 from anycost_jax.render import SubConfig
-from anycost_jax.train.losses import resize_align_corners
+from anycost_jax.nn.resize import resize_align_corners
 from tests.test_elastic import perturbed_variables
 
 GEN = Generator(16, style_dim=16, n_mlp=1, channel_multiplier=1 / 64)  # widths 64, 64, 32, 32, 16, 16

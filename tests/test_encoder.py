@@ -244,14 +244,14 @@ def test_train_encoder_steps_save_and_resume(tmp_path):
 
 
 def test_reconstruction_loss():
-    from anycost_jax.eval.perceptual import lpips
+    from anycost_jax.models.lpips import lpips
     rng = np.random.default_rng(3)
     recon = rng.uniform(-1.4, 1.4, (2, 32, 32, 3)).astype(np.float32)  # unclamped, like generator outputs
     target = rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
     w_pred, w_true = rng.normal(size=(2, 3, 4)).astype(np.float32), rng.normal(size=(2, 3, 4)).astype(np.float32)
     cfg = et.EncoderTrainConfig(lpips_weight=2., mse_weight=3., latent_weight=5.)
     total, terms = et.reconstruction_loss(recon, target, w_pred, w_true, cfg, lpips, 16)
-    small = lambda a: np.asarray(et.losses.resize_align_corners(np.clip(a, -1, 1), 16))
+    small = lambda a: np.asarray(et.resize_align_corners(np.clip(a, -1, 1), 16))
     want = {'lpips': float(lpips(small(recon), small(target)).mean()), 'mse': float(np.mean((recon - target) ** 2)),
             'latent': float(np.mean((w_pred - w_true) ** 2))}
     for k, v in want.items():

@@ -89,7 +89,7 @@ class StandInEncoder(nn.Module):
 def test_encoder_initialises_and_regularises():
     enc = StandInEncoder()
     enc_vars = enc.init(jax.random.key(3), jnp.zeros((1, 256, 256, 3)))
-    predicted = np.asarray(enc.apply(enc_vars, projection.train_losses.resize_align_corners(jnp.asarray(TARGETS),
+    predicted = np.asarray(enc.apply(enc_vars, projection.resize_align_corners(jnp.asarray(TARGETS),
                                                                                               256)))
     start = projection.project(GEN, VARS, TARGETS, steps=0, encoder=(enc, enc_vars), lpips_weight=0, progress=False)
     np.testing.assert_allclose(start.w_plus, predicted, atol=1e-6)

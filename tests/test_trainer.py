@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from anycost_jax import convert, sorting
-from anycost_jax.train import checkpoint as ckpt_lib
+from anycost_jax import checkpoint as ckpt_lib
 from anycost_jax.train import trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

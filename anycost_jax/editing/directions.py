@@ -270,7 +270,7 @@ def compute_directions(gen: Generator, variables, classifier: Callable, *, n_sam
     With ``return_accuracy`` also returns ``{name: held-out SVM accuracy}``.
     """
     from tqdm.auto import tqdm
-    from anycost_jax.train.losses import resize_align_corners
+    from anycost_jax.nn.resize import resize_align_corners
     if n_samples < 2 or batch_size < 1:
         raise ValueError(f'need n_samples >= 2 and batch_size >= 1, got {n_samples} and {batch_size}')
     w_avg = _mean_w(gen, variables, seed)

@@ -21,7 +21,7 @@ projection (``tools/project.py``) and of in-domain encoders (arXiv:2004.00049):
   its running statistics (``batch_stats``). One device (the first local one): the encoder is
   small next to the generator's training, and the step is a single jitted program.
 
-Checkpoints: the whole train state (Orbax, :class:`anycost_jax.train.checkpoint.Checkpointer`)
+Checkpoints: the whole train state (Orbax, :class:`anycost_jax.checkpoint.Checkpointer`)
 under ``workdir/checkpoints`` every ``save_every`` steps, so a rerun with the same workdir
 resumes; and the encoder as a model directory ``workdir/encoder`` (``convert.load_encoder``
 reads it), written at every save and at the end.
@@ -41,11 +41,11 @@ import optax
 from tqdm.auto import tqdm
 
 from anycost_jax import elastic
-from anycost_jax.eval import perceptual
 from anycost_jax.models.encoder import INPUT_SIZE, ResNet50Encoder, with_mean_latent
 from anycost_jax.models.generator import Generator
+from anycost_jax.models import lpips as lpips_lib
 from anycost_jax.models.resnet import RESNET50_STAGES
-from anycost_jax.train import losses
+from anycost_jax.nn.resize import resize_align_corners
 
 ENCODER_DIR = 'encoder'
 CHECKPOINT_DIR = 'checkpoints'
@@ -83,7 +83,7 @@ class EncoderTrainConfig:
                 self.lpips_weight or self.mse_weight or self.latent_weight):
             raise ValueError('loss weights must be non-negative and not all zero')
         if self.lpips_weight:
-            perceptual.check_resolution(min(self.lpips_res, gen.top_res), 'the LPIPS resolution')
+            lpips_lib.check_resolution(min(self.lpips_res, gen.top_res), 'the LPIPS resolution')
         if gen.widths is not None or gen.output_res is not None:
             raise ValueError('train the encoder on the full generator, not an exported sub-generator')
 
@@ -121,8 +121,8 @@ def reconstruction_loss(recon, target, w_pred, w_true, config: EncoderTrainConfi
     terms = {'mse': jnp.mean(jnp.square(recon - target)), 'latent': jnp.mean(jnp.square(w_pred - w_true))}
     total = config.mse_weight * terms['mse'] + config.latent_weight * terms['latent']
     if config.lpips_weight:
-        a = losses.resize_align_corners(jnp.clip(recon, -1, 1), lpips_res)
-        terms['lpips'] = lpips_fn(a, losses.resize_align_corners(target, lpips_res)).mean()
+        a = resize_align_corners(jnp.clip(recon, -1, 1), lpips_res)
+        terms['lpips'] = lpips_fn(a, resize_align_corners(target, lpips_res)).mean()
         total = total + config.lpips_weight * terms['lpips']
     return total, terms
 
@@ -138,7 +138,7 @@ def make_step(gen: Generator, enc: ResNet50Encoder, config: EncoderTrainConfig):
     Cached, so calling :func:`train_encoder` again in one process (e.g. to resume) reuses the program.
     """
     tx = optimizer(config)
-    lpips_module = losses.lpips_vgg()[0]
+    lpips_module = lpips_lib.vgg()[0]
     full = np.array(gen.full_channels(), np.int32)
     lpips_res = min(config.lpips_res, gen.top_res)
 
@@ -149,7 +149,7 @@ def make_step(gen: Generator, enc: ResNet50Encoder, config: EncoderTrainConfig):
         key, k_w, k_sub, k_ratio = jax.random.split(state['rng'], 4)
         w_true = sample_w_plus(gen, g_variables['params'], k_w, config.batch_size, config.mixing_prob)
         target = jax.lax.stop_gradient(jnp.clip(render(g_variables, w_true), -1, 1))
-        x = losses.resize_align_corners(target, config.input_size)
+        x = resize_align_corners(target, config.input_size)
         widths = None
         if config.sub_generator_prob > 0:  # masks: one program whatever is drawn
             sub, _ = elastic.sample(k_ratio, gen.resolution, full, 'uniform', channel_max=gen.channel_max)
@@ -207,7 +207,7 @@ def train_encoder(gen: Generator, g_variables: dict, workdir: str, config: Optio
     the dict of float losses (``loss``, ``lpips``, ``mse``, ``latent``).
     """
     from anycost_jax import convert
-    from anycost_jax.train.checkpoint import Checkpointer
+    from anycost_jax.checkpoint import Checkpointer
     config = dataclasses.replace(config or EncoderTrainConfig(), **overrides)
     config.check(gen)
     if 'noise' not in g_variables:
@@ -229,7 +229,7 @@ def train_encoder(gen: Generator, g_variables: dict, workdir: str, config: Optio
     device = jax.local_devices()[0]
     state = jax.device_put(state, device)
     g_variables = jax.device_put(g_variables, device)
-    lpips_params = losses.lpips_vgg()[1]  # an argument, not a constant baked into the program
+    lpips_params = lpips_lib.vgg()[1]  # an argument, not a constant baked into the program
 
     def save():
         ckpt.save(int(state['step']), state, {'config': json.loads(json.dumps(dataclasses.asdict(config),

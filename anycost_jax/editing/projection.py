@@ -42,9 +42,10 @@ import optax
 from PIL import Image
 
 from anycost_jax import elastic
-from anycost_jax.eval import perceptual
 from anycost_jax.models.generator import Generator
-from anycost_jax.train import losses as train_losses
+from anycost_jax import xla_cpu
+from anycost_jax.models import lpips as lpips_lib
+from anycost_jax.nn.resize import resize_align_corners
 
 OPTIMIZERS = ('lbfgs', 'adam')
 DEFAULT_LR = {'lbfgs': 1.0, 'adam': 0.001}   # the original's
@@ -128,10 +129,10 @@ def _render(setup: _Setup, gvars, w, widths, res: int, clamp: bool):
 def _loss_terms(setup: _Setup, img, w, data):
     """Per-image terms: weighted [N] arrays of LPIPS, MSE and the encoder regulariser."""
     targets, enc_w, gvars, lpips_params, weights = data
-    resize = train_losses.resize_align_corners
+    resize = resize_align_corners
     lp = jnp.zeros(img.shape[:1])
     if setup.use_lpips:
-        module, _ = train_losses.lpips_vgg()
+        module, _ = lpips_lib.vgg()
         lp = module.apply(lpips_params, resize(img, setup.lpips_res), resize(targets, setup.lpips_res)).reshape(-1)
     mse = jnp.mean(jnp.square(img - resize(targets, img.shape[1])), axis=(1, 2, 3))
     enc = jnp.mean(jnp.square(w - enc_w), axis=(1, 2))
@@ -194,8 +195,8 @@ def _programs(setup: _Setup):
         return terms, _render(full, data[2], w, None, setup.gen.top_res, True)
 
     # VGG runs several times slower unoptimised; on CPU compile with XLA's optimisations even where
-    # XLA_FLAGS turn them off (as eval.perceptual does for the same reason).
-    options = perceptual._CPU_OPTIONS if jax.default_backend() == 'cpu' else None
+    # XLA_FLAGS turn them off (anycost_jax.xla_cpu).
+    options = xla_cpu.optimized_options()
     return (jax.jit(opt.init), jax.jit(step, compiler_options=options),
             jax.jit(evaluate, compiler_options=options))
 
@@ -223,7 +224,7 @@ def _encoder_w(encoder, targets: np.ndarray, shape: tuple) -> jax.Array:
     except (TypeError, ValueError):
         raise TypeError('encoder must be a (module, variables) pair whose module.apply(variables, images) maps '
                         f'[N, {ENCODER_RES}, {ENCODER_RES}, 3] images in [-1, 1] to w+') from None
-    x = train_losses.resize_align_corners(jnp.asarray(targets), ENCODER_RES)
+    x = resize_align_corners(jnp.asarray(targets), ENCODER_RES)
     w = jnp.asarray(_jitted_apply(module)(enc_vars, x), jnp.float32)
     if w.shape != shape:
         raise ValueError(f'the encoder returned shape {w.shape}; the generator needs w+ of shape {shape} '
@@ -289,7 +290,7 @@ def project(gen: Generator, variables: Mapping[str, Any], targets, *, steps: int
                          "pass the full variables from convert.load_generator / gen.init_variables")
     lpips_res = min(int(lpips_res), gen.top_res)
     if lpips_weight != 0:
-        perceptual.check_resolution(lpips_res, 'lpips_res')
+        lpips_lib.check_resolution(lpips_res, 'lpips_res')
     targets = check_targets(targets, gen.top_res)
     shape = (targets.shape[0], gen.n_style, gen.style_dim)
 
@@ -301,7 +302,7 @@ def project(gen: Generator, variables: Mapping[str, Any], targets, *, steps: int
                    subgen_res=tuple(gen.output_resolutions[-N_SUBGENERATOR_RES:]))
     init_fn, step_fn, eval_fn = _programs(setup)
     data = (jnp.asarray(targets), jnp.zeros(shape, jnp.float32) if enc_w is None else enc_w,
-            jax.tree.map(jnp.asarray, dict(variables)), train_losses.lpips_vgg()[1] if lpips_weight != 0 else None,
+            jax.tree.map(jnp.asarray, dict(variables)), lpips_lib.vgg()[1] if lpips_weight != 0 else None,
             jnp.asarray([lpips_weight, mse_weight, encoder_reg_weight], jnp.float32))
 
     w = jnp.asarray(w, jnp.float32)

@@ -38,11 +38,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from anycost_jax import elastic
-from anycost_jax.eval import perceptual
 from anycost_jax.eval.ppl import draw_noise
 from anycost_jax.models.generator import Generator
 from anycost_jax.render import SubConfig
-from anycost_jax.train.losses import resize_align_corners
+from anycost_jax.models import lpips as lpips_lib
+from anycost_jax.nn.resize import resize_align_corners
 
 Array = jax.Array
 EVAL_RES = 256
@@ -84,7 +84,7 @@ class ConsistencyEvaluator:
         if int(eval_res) != eval_res or eval_res < 1:
             raise ValueError(f'eval_res={eval_res!r} must be a positive integer')
         if use_lpips:
-            perceptual.check_resolution(eval_res, f'eval_res={eval_res}')
+            lpips_lib.check_resolution(eval_res, f'eval_res={eval_res}')
         self.gen = gen
         self.variables = jax.device_put(variables)  # once, not with every call (they may be numpy)
         self.n_samples, self.batch_size, self.seed = int(n_samples), int(batch_size), seed
@@ -174,7 +174,7 @@ class ConsistencyEvaluator:
             parts = []
             for widths, res in resolved:
                 img = self.images(b, widths, res)
-                lp = (perceptual.lpips(img, target) * weight).sum() if self.use_lpips else jnp.float32(np.nan)
+                lp = (lpips_lib.lpips(img, target) * weight).sum() if self.use_lpips else jnp.float32(np.nan)
                 parts.append(jnp.stack([lp, (self._mse(img, target) * weight).sum()]))
             if parts:
                 sums += np.asarray(jnp.stack(parts), np.float64)

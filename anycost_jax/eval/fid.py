@@ -39,19 +39,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from scipy import linalg
 
+from anycost_jax import sharding
 from anycost_jax.models.generator import Generator
+from anycost_jax.sharding import AXIS
 from anycost_jax.models.inception import INPUT_SIZE, load_inception, resize_bilinear
 from anycost_jax.render import SubConfig
 
 __all__ = ['FIDStats', 'FeatureExtractor', 'frechet_distance', 'real_stats', 'fake_features', 'fid_for_configs',
            'load_stats', 'sample_latents', 'default_batch_size', 'config_label', 'STATS_HINT']
 
-AXIS = 'data'
 # How to make a missing statistics file; shown in errors.
 STATS_HINT = ('compute it once with `anycost_jax.eval.fid.real_stats(dataset, resolution, n_images=50000)'
               '.save(path)` (the same dataset, resolution and split as the generator was trained on)')
@@ -185,39 +184,6 @@ class _Moments:
 # --------------------------------------------------------------------------- sharding helpers
 
 
-def _mesh():
-    return jax.make_mesh((jax.device_count(),), (AXIS,))
-
-
-def _replicate(tree, mesh):
-    """Every leaf as a global array replicated over ``mesh`` (works across processes)."""
-    sharding = NamedSharding(mesh, P())
-
-    def put(x):
-        a = np.asarray(x)
-        return jax.make_array_from_callback(a.shape, sharding, lambda i: a[i])
-    return jax.tree.map(put, tree)
-
-
-def _shard_local(x: np.ndarray, mesh):
-    """This process's slice of a global batch -> a global array split over ``data``."""
-    return jax.make_array_from_process_local_data(NamedSharding(mesh, P(AXIS)), x)
-
-
-def _local_rows(arr) -> np.ndarray:
-    """This process's rows of an array split over ``data``, in order."""
-    shards = sorted(arr.addressable_shards, key=lambda s: s.index[0].start or 0)
-    return np.concatenate([np.asarray(s.data) for s in shards])
-
-
-def _gather(local: np.ndarray, n_local: int) -> np.ndarray:
-    """Every process's first ``n_local`` rows, process-major (the order of the global batch)."""
-    local = local[:n_local]
-    if jax.process_count() == 1:
-        return local
-    return np.asarray(multihost_utils.process_allgather(local)).reshape(-1, *local.shape[1:])
-
-
 def default_batch_size(resolution: int = 256, gen: Optional[Generator] = None) -> int:
     """A global batch (a multiple of the device count) that fits in device memory.
 
@@ -279,8 +245,8 @@ class FeatureExtractor:
         elif variables is None:
             raise ValueError('pass the variables of the feature model with it')
         self.model, self.input_size = model, input_size
-        self.mesh = _mesh()
-        self.variables = _replicate(variables, self.mesh)
+        self.mesh = sharding.data_mesh()
+        self.variables = sharding.replicate(variables, self.mesh)
         spec = P(AXIS)
         self._trunk = jax.jit(jax.shard_map(lambda v, x: model.apply(v, x).astype(jnp.float32), mesh=self.mesh,
                                             in_specs=(P(), spec), out_specs=spec))
@@ -323,14 +289,14 @@ class FeatureExtractor:
         pad += -(n + pad) % m
         if pad:
             x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
-        g = _shard_local(x, self.mesh)
+        g = sharding.shard(x, self.mesh)
         if self.input_size is not None and x.shape[1:3] != (self.input_size, self.input_size):
             g = self._resize(g)
         return self.embed_global(g), n
 
     @staticmethod
     def finish(features, n_local: int) -> np.ndarray:
-        return _gather(_local_rows(features), n_local)
+        return sharding.gather_rows(sharding.local_rows(features), n_local)
 
 
 def _extractor(extractor: Optional[FeatureExtractor]) -> FeatureExtractor:
@@ -530,8 +496,8 @@ def fake_features(gen: Generator, variables: dict, configs: Sequence[Any], n_ima
     batch = _round_batch(batch_size, gen.top_res, gen)
     n_proc, proc = jax.process_count(), jax.process_index()
     local = batch // n_proc
-    gvars = _replicate(variables, ext.mesh)
-    seed_arr = _replicate(np.uint32(seed), ext.mesh)
+    gvars = sharding.replicate(variables, ext.mesh)
+    seed_arr = sharding.replicate(np.uint32(seed), ext.mesh)
     programs = [_fake_program(gen, c, float(truncation), noise_mode, ext.mesh, ext.input_size) for c in cfgs]
     labels = _labels(gen, cfgs)
     moments = [_Moments() for _ in cfgs]
@@ -540,7 +506,7 @@ def fake_features(gen: Generator, variables: dict, configs: Sequence[Any], n_ima
     try:
         for start in range(0, n_images, batch):
             idx = np.arange(start + proc * local, start + (proc + 1) * local, dtype=np.uint32)
-            g_idx = _shard_local(idx, ext.mesh)
+            g_idx = sharding.shard(idx, ext.mesh)
             want = min(batch, n_images - start)
             launched = [(ext.embed_global(prog(gvars, seed_arr, g_idx)), local, want) for prog in programs]
             _collect(pending, moments, bar)  # the previous batch, while this one runs

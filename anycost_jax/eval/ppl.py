@@ -34,7 +34,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from anycost_jax.models.generator import Generator
-from anycost_jax.eval import perceptual
+from anycost_jax.models import lpips as lpips_lib
 
 Array = jax.Array
 EPS = 1e-4
@@ -105,7 +105,7 @@ def path_distances(style_fn: Callable, image_fn: Callable, params, style_dim: in
         raise ValueError(f'n_sample and batch_size must be positive integers, got {n_sample!r}, {batch_size!r}')
     if not eps > 0:
         raise ValueError(f'eps={eps!r} must be positive')
-    distance = perceptual.lpips if distance_fn is None else distance_fn
+    distance = lpips_lib.lpips if distance_fn is None else distance_fn
     render = _render_program(style_fn, image_fn, int(batch_size), int(style_dim), float(eps), sampling, bool(crop))
     params = jax.device_put(params)  # once, not with every batch (they may be numpy)
     root = jax.random.key(seed)
@@ -158,7 +158,7 @@ def ppl_distances(gen: Generator, variables: dict, n_sample: int = 100_000, batc
     res = gen._check_target_res(target_res)
     if crop:
         res = 4 * (res // 8)
-    perceptual.check_resolution(res // max(1, res // BOX_RES), 'the PPL image')
+    lpips_lib.check_resolution(res // max(1, res // BOX_RES), 'the PPL image')
     if getattr(gen, 'bf16_from_res', None) is not None:
         warnings.warn('PPL on a generator computing in bfloat16: eps=1e-4 steps are below bfloat16 resolution, '
                       'the distances measure rounding, not the path length')

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from anycost_jax import xla_cpu
 from anycost_jax.nn.upfirdn import (downsample_blur_pad, make_kernel, upconv_blur_pad, upfirdn2d, upsample_pad)
 
 Array = jax.Array
@@ -37,60 +38,6 @@ def fused_leaky_relu(x: Array, bias: Optional[Array] = None, negative_slope: flo
     if bias is not None:
         x = x + bias[:x.shape[-1]]
     return scale * jnp.where(x >= 0, x, x * negative_slope)
-
-
-def _sum_taps(w: Array) -> Array:
-    """``w.sum((0, 1))`` of an HWIO kernel as unrolled adds of its taps: XLA CPU reduces over the
-    major axes of a large array slowly (tens of ms for a 3x3x512x512 kernel), the adds fuse."""
-    out = w[0, 0]
-    for i, j in np.ndindex(*w.shape[:2]):
-        if i or j:
-            out = out + w[i, j]
-    return out
-
-
-def _combine(terms, coefs):
-    """``sum(c * t)`` over the non-zero static coefficients (no multiply for +-1)."""
-    out = None
-    for t, c in zip(terms, coefs):
-        if c != 0:
-            t = t if c == 1 else -t if c == -1 else t * c
-            out = t if out is None else out + t
-    return out
-
-
-# Winograd F(2x2, 3x3) (Lavin & Gray, 2016): input, kernel and output transforms of one axis.
-_WINO_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float32)
-_WINO_G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], np.float32)
-_WINO_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32)
-
-
-def _winograd_conv3x3(x: Array, w: Array) -> Array:
-    """Same-padded 3x3 correlation (NHWC, HWIO) with Winograd F(2x2, 3x3).
-
-    Every 2x2 output tile comes from a 4x4 input tile: 16 GEMMs [tiles, cin] @ [cin, cout] do
-    2.25x fewer multiplies than the direct convolution; the transforms are element-wise (input)
-    or small constant matmuls (kernel, output).
-    """
-    n, h, wd, c = x.shape
-    o = w.shape[-1]
-    th, tw = (h + 1) // 2, (wd + 1) // 2
-    xp = jnp.pad(x, ((0, 0), (1, 2 * th - h + 1), (1, 2 * tw - wd + 1), (0, 0)))
-    rows = [_combine([xp[:, i:i + 2 * th:2] for i in range(4)], _WINO_BT[a]) for a in range(4)]
-    v = jnp.stack([_combine([r[:, :, j:j + 2 * tw:2] for j in range(4)], _WINO_BT[b]) for r in rows for b in range(4)])
-    u = (jnp.asarray(np.kron(_WINO_G, _WINO_G), w.dtype) @ w.reshape(9, c * o)).reshape(16, c, o)
-    m = jnp.einsum('tpc,tco->tpo', v.reshape(16, n * th * tw, c), u)
-    y = (jnp.asarray(np.kron(_WINO_AT, _WINO_AT), m.dtype) @ m.reshape(16, -1)).reshape(2, 2, n, th, tw, o)
-    return y.transpose(2, 3, 0, 4, 1, 5).reshape(n, 2 * th, 2 * tw, o)[:, :h, :wd]
-
-
-def _im2col_conv(x: Array, w: Array) -> Array:
-    """Same-padded correlation as one matmul of the stacked k*k shifted inputs with the kernel."""
-    k = w.shape[0]
-    n, h, wd, c = x.shape
-    xp = jnp.pad(x, ((0, 0), (k // 2, k // 2), (k // 2, k // 2), (0, 0)))
-    cols = jnp.concatenate([xp[:, i:i + h, j:j + wd] for i in range(k) for j in range(k)], axis=-1)
-    return cols @ w.reshape(k * k * c, -1)
 
 
 def _conv_same(x: Array, w: Array) -> Array:
@@ -111,9 +58,9 @@ def _conv_same(x: Array, w: Array) -> Array:
     if k == 1:
         cpu = lambda x, w: jnp.einsum('nhwi,io->nhwo', x, w[0, 0])
     elif x.shape[1] * x.shape[2] <= 64 and k % 2 == 1 and w.shape[1] == k:
-        cpu = _im2col_conv
+        cpu = xla_cpu.im2col_conv
     elif k == 3 and w.shape[1] == 3 and cin * cout >= 128 * (cin + cout) and x.shape[1] * x.shape[2] >= 256:
-        cpu = _winograd_conv3x3
+        cpu = xla_cpu.winograd_conv3x3
     else:
         return direct(x, w)
     return lax.platform_dependent(x, w, cpu=cpu, default=direct)
@@ -126,7 +73,7 @@ def _conv_transpose2x(x: Array, w: Array) -> Array:
     kernel. Flipping is a copy, so it is done on the smaller side: the kernel, or the input and
     the output (conv(x, flip(w)) == flip(conv(flip(x), w)) here), where the flips fuse into the
     neighbouring element-wise ops. On CPU it runs as four phase convolutions instead
-    (:func:`_conv_transpose2x_phases`).
+    (:func:`anycost_jax.xla_cpu.conv_transpose2x_phases`).
     """
     k = w.shape[0]
     n, h, wd, _ = x.shape
@@ -144,33 +91,7 @@ def _conv_transpose2x(x: Array, w: Array) -> Array:
 
     if k < 2 or w.shape[1] != k:
         return dilated(x, w)
-    return lax.platform_dependent(x, w, cpu=_conv_transpose2x_phases, default=dilated)
-
-
-def _conv_transpose2x_phases(x: Array, w: Array) -> Array:
-    """:func:`_conv_transpose2x` as four stride-1 convolutions, one per output pixel parity.
-
-    Output pixel ``2m + a`` (per axis) only meets the taps ``a, a + 2, ...`` of the kernel, so
-    each parity is a small correlation of the undilated input, and the four are interleaved.
-    XLA:CPU (jax 0.10) computes the kernel gradient of a dilated or conv-padded convolution on
-    a slow generic path (20 ms instead of 1.5 ms for the demo's 8 -> 16 px layer); the phases
-    are VALID correlations of explicitly padded inputs, which take the fast one.
-    """
-    k = w.shape[0]
-    n, h, wd, _ = x.shape
-    taps = (k + 1) // 2  # of parity 0; parity 1 has k // 2 (>= 1 for k >= 2)
-    rows = []
-    for a in range(2):
-        cols = []
-        for b in range(2):
-            kern = w[a::2, b::2][::-1, ::-1]
-            ka, kb = kern.shape[:2]
-            xp = jnp.pad(x, ((0, 0), (ka - 1, taps - 1), (kb - 1, taps - 1), (0, 0)))
-            cols.append(lax.conv_general_dilated(xp, kern, (1, 1), 'VALID', dimension_numbers=_DN))
-        rows.append(jnp.stack(cols, axis=3))  # [n, h', w', 2 (b), c]
-    y = jnp.stack(rows, axis=2)  # [n, h', 2 (a), w', 2 (b), c]
-    y = y.reshape(n, 2 * (h + taps - 1), 2 * (wd + taps - 1), w.shape[-1])
-    return y[:, :2 * h + k - 2, :2 * wd + k - 2]
+    return lax.platform_dependent(x, w, cpu=xla_cpu.conv_transpose2x_phases, default=dilated)
 
 
 def _normal(stddev: float = 1.):
@@ -268,7 +189,7 @@ class ModulatedConv(nn.Module):
             out = _conv_same(x, weight.astype(x.dtype))
         if self.demodulate:
             # sum_{i,kh,kw} (scale * W * s)^2 == sum_i s_i^2 * sum_{kh,kw} W^2
-            d = lax.rsqrt((s ** 2) @ _sum_taps(weight ** 2) + 1e-8)  # [N, cout]
+            d = lax.rsqrt((s ** 2) @ xla_cpu.sum_taps(weight ** 2) + 1e-8)  # [N, cout]
             out = out * d[:, None, None, :].astype(out.dtype)
         if self.upsample:
             factor = 2

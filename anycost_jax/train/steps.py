@@ -33,12 +33,11 @@ import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
-from anycost_jax import elastic
+from anycost_jax import elastic, sharding, xla_cpu
+from anycost_jax.sharding import AXIS
 from anycost_jax.models.discriminator import STDDEV_GROUP
 from anycost_jax.models.generator import Generator
-from anycost_jax.train import losses
-
-AXIS = 'data'
+from anycost_jax.losses import distill, gan
 
 
 @flax.struct.dataclass
@@ -187,11 +186,10 @@ class Steps:
                 def at_res(dp, i=i):
                     real_logits = self._d(dp, reals[i], real_arch)
                     fake_logits = self._d(dp, fakes[i], arch)
-                    return (losses.d_logistic_loss(real_logits, fake_logits), (real_logits > 0).mean(),
+                    return (gan.d_logistic_loss(real_logits, fake_logits), (real_logits > 0).mean(),
                             (fake_logits < 0).mean())
-                # Masked rather than lax.cond: a cond under shard_map segfaults XLA:CPU (jax 0.10.2), at
-                # the price of evaluating D at the unsampled resolutions too.
-                l, ra, fa = [jnp.where(selected[i], v, 0.) for v in at_res(d_params)]
+                # Masked on CPU (every resolution's D runs), a real branch elsewhere: xla_cpu.select.
+                l, ra, fa = xla_cpu.select(selected[i], at_res, d_params)
                 total, real_acc, fake_acc = total + l, real_acc + ra, fake_acc + fa
             n = self.cfg.n_sampled_res
             return total, {'d_loss': total, 'd_real_acc': real_acc / n, 'd_fake_acc': fake_acc / n}
@@ -211,8 +209,9 @@ class Steps:
 
         def loss_fn(d_params):
             r1 = 0.
-            for i in range(self.cfg.n_res):  # masked, not lax.switch: see _d_body
-                r1 = r1 + jnp.where(which == i, losses.r1_penalty(lambda v: self._d(d_params, v, arch), reals[i]), 0.)
+            for i in range(self.cfg.n_res):  # see _d_body
+                r1 = r1 + xla_cpu.select(which == i, lambda dp, i=i: gan.r1_penalty(
+                    lambda v: self._d(dp, v, arch), reals[i]), d_params)
             return self.cfg.r1_gamma / 2 * r1 * self.cfg.d_reg_every, r1
 
         grads, r1 = jax.grad(loss_fn, has_aux=True)(state.d_params)
@@ -250,14 +249,14 @@ class Steps:
             rgbs = self._render(g_params, state.g_noise, z, inject, widths, k_noise)
             adv = 0.
             for i in range(self.cfg.n_res):
-                adv = adv + jnp.where(selected[i], losses.g_nonsaturating_loss(
-                    self._d(state.d_params, rgbs[i], arch)), 0.)  # masked: see _d_body
+                adv = adv + xla_cpu.select(selected[i], lambda x: gan.g_nonsaturating_loss(
+                    self._d(state.d_params, x, arch)), rgbs[i])  # see _d_body
             metrics = {'g_loss': adv}
             total = adv
             if teacher_img is not None:
-                distill = losses.distillation_loss(rgbs[::-1], teacher_img, self.cfg.use_lpips)
-                total = total + self.cfg.distill_weight * distill
-                metrics['distill_loss'] = distill
+                d_loss = distill.distillation_loss(rgbs[::-1], teacher_img, self.cfg.use_lpips)
+                total = total + self.cfg.distill_weight * d_loss
+                metrics['distill_loss'] = d_loss
             return total, metrics
 
         grads, metrics = jax.grad(loss_fn, has_aux=True)(state.g_params)
@@ -277,7 +276,7 @@ class Steps:
             _, wplus = gen.apply(v, z, inject_index=inject, noise_mode='random', rngs={'noise': k_noise},
                                  return_styles=True)
             synth = lambda w: gen.apply(v, w, input_is_style=True, noise_mode='random', rngs={'noise': k_noise})
-            pen, new_mean, lengths = losses.path_length_penalty(synth, wplus, state.mean_path_length, k_pl,
+            pen, new_mean, lengths = gan.path_length_penalty(synth, wplus, state.mean_path_length, k_pl,
                                                                 self.cfg.pl_decay)
             return self.cfg.pl_weight * self.cfg.g_reg_every * pen, (pen, new_mean, lengths.mean())
 
@@ -290,34 +289,11 @@ class Steps:
 
     def shard_batch(self, local_batch):
         """This process's slice of the global batch -> global arrays split over ``data``."""
-        sharding = jax.sharding.NamedSharding(self.mesh, P(AXIS))
-        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
+        return sharding.shard(local_batch, self.mesh)
 
     def replicate(self, tree):
-        """Copies a pytree (the state, teacher parameters) onto every device of the mesh.
-
-        Never aliases the input's buffers: the state is donated to every step, and a buffer it
-        shared with another tree (e.g. a teacher made from the same parameters) would be freed.
-        """
-        # Through host memory: device_put(..., may_alias=False) still shared device 0's buffer
-        # between two trees made from the same arrays (jax 0.10.2), and device_put cannot target
-        # the other processes' devices; make_array_from_callback builds this process's shards.
-        # Set-up only, so cheap enough.
-        sharding = jax.sharding.NamedSharding(self.mesh, P())
-
-        def host(x):
-            if isinstance(x, jax.Array) and not x.is_fully_addressable:
-                x = x.addressable_data(0)  # replicated: any local shard is the whole value
-            return np.asarray(x)
-
-        def fresh(x):
-            if jnp.issubdtype(getattr(x, 'dtype', np.float32), jax.dtypes.prng_key):
-                data = host(jax.random.key_data(x))
-                arr = jax.make_array_from_callback(data.shape, sharding, lambda i: data[i])
-                return jax.random.wrap_key_data(arr, impl=jax.random.key_impl(x))
-            a = host(x)
-            return jax.make_array_from_callback(a.shape, sharding, lambda i: a[i])
-        return jax.tree.map(fresh, tree)
+        """A pytree (the state, teacher parameters) on every device: :func:`anycost_jax.sharding.replicate`."""
+        return sharding.replicate(tree, self.mesh)
 
     # ------------------------------------------------------------------ compiled programs
 
@@ -329,26 +305,15 @@ class Steps:
             self.traces[name] += 1
             return body(*args)
 
-        fn = jax.shard_map(counted, mesh=self.mesh, in_specs=in_specs, out_specs=(P(), P()))
         # Outputs pinned to the exact sharding of replicate(): an equivalent spec spelled
         # differently (P(None, None) vs P()) would miss the cache and recompile on the next call.
-        program = jax.jit(fn, donate_argnums=0, out_shardings=jax.sharding.NamedSharding(self.mesh, P()))
-        if not self.waits_for_results:
-            return program
-        return lambda *args: jax.block_until_ready(program(*args))
+        return sharding.per_device_program(counted, self.mesh, in_specs, (P(), P()), donate_argnums=0,
+                                           out_shardings=sharding.replicated(self.mesh))
 
     @property
     def waits_for_results(self) -> bool:
-        """Whether each program returned by :meth:`programs` waits for its results before returning.
-
-        True on a mesh of several CPU devices: there XLA:CPU (jax 0.10.2) deadlocks when the host
-        queues these collective programs ahead of the devices -- one device waits in an
-        all-reduce for a peer that never arrives, and after 40 s XLA aborts the whole process.
-        Reproduced with 2, 3, 4 and 8 host-platform devices on 2 cores, for a chain of one program
-        as for alternating ones; waiting after each program, or after each iteration of dependent
-        programs, ran thousands of iterations clean. Accelerators keep asynchronous dispatch.
-        """
-        return self.mesh.devices.size > 1 and self.mesh.devices.flat[0].platform == 'cpu'
+        """Whether each program waits for its results (:func:`anycost_jax.xla_cpu.needs_blocking_dispatch`)."""
+        return xla_cpu.needs_blocking_dispatch(self.mesh)
 
     def programs(self) -> dict:
         """``{name: fn(state, reals[, teacher_params]) -> (state, metrics)}``; ``g_step`` advances the step.

@@ -54,7 +54,7 @@ from anycost_jax.eval import evaluate as evaluate_lib
 from anycost_jax.models.discriminator import Discriminator, DiscriminatorMultiRes
 from anycost_jax.models.generator import Generator
 from anycost_jax.render import resize, to_uint8
-from anycost_jax.train import checkpoint as ckpt_lib
+from anycost_jax import checkpoint as ckpt_lib
 from anycost_jax.train import config_lib
 from anycost_jax.train import steps as steps_lib
 
