@@ -7,7 +7,8 @@ setup(
     description='Anycost GANs (Lin et al., CVPR 2021) in JAX/Flax: elastic-channel, multi-resolution StyleGAN2',
     long_description=open('README.md').read(),
     long_description_content_type='text/markdown',
-    packages=find_packages(include=['anycost_jax', 'anycost_jax.*']),
+    # configs/ is a package too: config files build on each other (`from configs import ffhq`).
+    packages=find_packages(include=['anycost_jax', 'anycost_jax.*', 'configs']),
     package_data={'anycost_jax.editing': ['static/*']},  # the editor's page
     python_requires='>=3.11',
     install_requires=[

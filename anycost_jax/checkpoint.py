@@ -241,6 +241,36 @@ class Checkpointer:
                            + '; '.join(tried) + '. Nothing was deleted: repair or restore a moved-aside directory '
                            '(rename it back to its step number), or start afresh with a new checkpoint directory')
 
+    def restore_fields(self, fields, step: Optional[int] = None) -> tuple[dict, dict, int]:
+        """``({field: numpy tree}, meta, step)``: only the named top-level fields of the state.
+
+        For readers that want weights, not a resumable state (e.g. the EMA generator without
+        either Adam state): nothing else is read from disk and no target state is needed. Reads
+        the latest step unless ``step`` is given; raises ``FileNotFoundError`` if there is none.
+        Corrupt checkpoints are not moved aside here (that is :meth:`restore`'s job).
+        """
+        self.wait()
+        self._mngr.reload()
+        steps = self.all_steps()
+        step = steps[-1] if step is None and steps else step
+        if step is None or int(step) not in steps:
+            raise FileNotFoundError(f'no checkpoint{"" if step is None else f" for step {step}"} in '
+                                    f'{self.directory}; saved steps: {steps}')
+        step = int(step)
+        saved = self._mngr.item_metadata(step)[_STATE]
+        saved = getattr(saved, 'tree', saved)
+        missing = [f for f in fields if f not in saved]
+        if missing:
+            raise KeyError(f'checkpoint step {step} in {self.directory} has no field(s) {missing}; it has '
+                           f'{sorted(saved)}')
+        target = {f: jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), saved[f]) for f in fields}
+        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+        state = ocp.PyTreeCheckpointer().restore(
+            self.directory / str(step) / _STATE,
+            args=ocp.args.PyTreeRestore(target, restore_args=restore_args, partial_restore=True))
+        meta = self._mngr.restore(step, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()}))[_META]
+        return dict(state), dict(meta), step
+
     def _try_restore(self, step: int, target: dict):
         """(verdict agreed by all processes, restored Composite or None, error text)."""
         step_dir = self.directory / str(step)

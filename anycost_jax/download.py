@@ -1,7 +1,8 @@
 """Downloads into the local cache (``$ANYCOST_CACHE``, default ``~/.cache/anycost_jax``).
 
 One mechanism for every file the package fetches (original checkpoints, the FID Inception
-weights): streamed with progress on stderr, written under a unique partial name and renamed
+weights): :func:`cache_path` names a URL's file in the cache, :func:`cached` fetches it once.
+Downloads are streamed with progress on stderr, written under a unique partial name and renamed
 into place only when complete (and, when a sha256 prefix is expected, only when it matches),
 so an interrupted or corrupt download never leaves a file a later call would trust.
 """
@@ -11,12 +12,50 @@ import hashlib
 import os
 import sys
 import tempfile
+import urllib.parse
 import urllib.request
 from typing import Optional
 
 
 def cache_dir() -> str:
     return os.environ.get('ANYCOST_CACHE', os.path.join(os.path.expanduser('~'), '.cache', 'anycost_jax'))
+
+
+def url_basename(url: str) -> str:
+    """The file name at the end of ``url``'s path ('download' if it has none)."""
+    return os.path.basename(urllib.parse.urlparse(url).path) or 'download'
+
+
+def cache_path(url: str, name: Optional[str] = None, folder: Optional[str] = None) -> str:
+    """Where :func:`cached` keeps ``url``.
+
+    Args:
+      url: the URL.
+      name: the file name; default ``<sha256(url)[:12]>-<basename>``, which keeps URLs that end in
+        the same file name apart.
+      folder: the folder; default :func:`cache_dir`.
+    Returns:
+      The local path (which may not exist yet).
+    """
+    if name is None:
+        name = f'{hashlib.sha256(url.encode()).hexdigest()[:12]}-{url_basename(url)}'
+    return os.path.join(cache_dir() if folder is None else os.path.expanduser(os.fspath(folder)), name)
+
+
+def cached(url: str, dest: Optional[str] = None, *, expected_sha256: Optional[str] = None, advice: str = '') -> str:
+    """Downloads ``url`` unless ``dest`` exists, and returns ``dest``.
+
+    Args:
+      url: the URL.
+      dest: the local path; default :func:`cache_path` of ``url``.
+      expected_sha256, advice: as for :func:`download`.
+    Returns:
+      ``dest``.
+    """
+    dest = cache_path(url) if dest is None else dest
+    if not os.path.exists(dest):
+        download(url, dest, expected_sha256=expected_sha256, advice=advice)
+    return dest
 
 
 def sha256(path: str) -> str:

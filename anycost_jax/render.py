@@ -29,8 +29,9 @@ class SubConfig:
     target_res: Optional[int] = None
 
     def label(self, gen: Generator) -> str:
-        width = f'{self.channel_ratio}x' if self.channels is None else 'flexible'
-        return f'{width}@{self.target_res or gen.top_res}'
+        """``'0.5x@256'``, ``'flexible@256'`` or, for the full widths, ``'1.0x@256'`` (:func:`elastic.label`)."""
+        widths = self.channel_ratio if self.channels is None else self.channels
+        return elastic.label(widths, self.target_res or gen.top_res)
 
 
 @functools.lru_cache(maxsize=64)
@@ -64,8 +65,8 @@ def save_png(path: str, img: np.ndarray) -> None:
 def grid_configs(gen: Generator, ratios: Sequence[float] = elastic.RATIOS[::-1],
                  resolutions: Optional[Sequence[int]] = None) -> list[list[SubConfig]]:
     """Rows of ratios (as given), columns of resolutions (default: the four highest, descending)."""
-    resolutions = resolutions or gen.output_resolutions[::-1][:4]
-    return [[SubConfig(channel_ratio=r, target_res=res) for res in resolutions] for r in ratios]
+    return [[SubConfig(channel_ratio=r, target_res=res) for r, res in row]
+            for row in elastic.uniform_grid(gen, ratios, resolutions)]
 
 
 def anycost_grid(gen: Generator, variables: dict, z: jax.Array, rows: list[list[SubConfig]], cell: int = 256,

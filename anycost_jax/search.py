@@ -1,32 +1,39 @@
-"""Evolutionary search of flexible sub-generators under a MAC budget.
+"""Evolutionary search of sub-networks under a MAC budget: one engine, any search space.
 
-A candidate is one width per elastic layer and an output resolution. Widths come from the
-flexible channel space the generator is trained on (:class:`anycost_jax.elastic.FlexibleSpace`:
-``RATIOS`` x full width, at least ``min_channel``, rounded up to ``divided_by``, never below the
-0.25-uniform width); resolutions default to the four highest (the original trains ``n_res=4``).
-MACs are counted with :mod:`anycost_jax.macs` (the paper's torchprofile count).
+The engine (:func:`evolve`, :func:`search`, the budget helpers, JSON and plot) knows nothing of
+the model: it works on a :class:`Space` of :class:`SearchCandidate` objects, deterministic from
+``seed`` (numpy's PCG64 draws every random choice):
 
-The evolution (deterministic from ``seed``; numpy's PCG64 draws every random choice):
-
-* initial population: every uniform configuration (ratio x resolution) that fits the budget
-  (``seed_uniform``; the first generation is larger than ``population`` if there are more of
-  them), then random candidates (a resolution, then a width per layer, uniformly). With the
-  uniform seeds and elitism, the result is never worse than the best uniform configuration
-  within the budget (on the search's own samples);
-* every generation: the population is scored, sorted by distance (ties: fewer MACs first) and
-  the best ``parent_ratio`` of it are kept; ``mutation_ratio`` of the next population are
-  mutants of random parents (every layer's width, and the resolution, redrawn with probability
-  ``mutate_prob``), the rest children of two random parents (uniform crossover: each layer and
-  the resolution from either parent with probability 1/2);
+* initial population: the space's ``seeds(budget)`` that fit the budget (``seed_uniform``; one
+  per :attr:`~SearchCandidate.key`, and the first generation is larger than ``population`` if
+  there are more of them), then random candidates. With the seeds and elitism, the result is
+  never worse than the best seed within the budget (on the search's own samples);
+* every generation: the population is scored, sorted by distance (ties: fewer MACs, then
+  :attr:`~SearchCandidate.order`) and the best ``parent_ratio`` of it are kept;
+  ``mutation_ratio`` of the next population are mutants of random parents (``space.mutate``
+  with ``mutate_prob``), the rest children of two random parents (``space.crossover``);
 * a candidate over the budget is drawn again, at most ``max_retries`` times, then a
-  ``RuntimeError`` says so; resolutions whose cheapest candidate exceeds the budget are never
-  drawn, and a budget below every resolution's cheapest candidate is a ``ValueError``.
+  ``RuntimeError`` says so; ``space.feasible(budget)`` restricts the space to what can fit and
+  raises ``ValueError`` when nothing does.
+
+Scores are cached by :attr:`~SearchCandidate.key`, so elites and repeated children are never
+measured twice.
+
+**Anycost** (:class:`AnycostSpace`, the first space): a candidate is one width per elastic layer
+and an output resolution. Widths come from the flexible channel space the generator is trained
+on (:class:`anycost_jax.elastic.FlexibleSpace`: ``RATIOS`` x full width, at least
+``min_channel``, rounded up to ``divided_by``, never below the 0.25-uniform width);
+resolutions default to the four highest (the original trains ``n_res=4``). MACs are counted
+with :mod:`anycost_jax.macs` (the paper's torchprofile count). Seeds are every uniform
+configuration (ratio x resolution); random candidates draw a resolution, then a width per layer,
+uniformly; a mutant redraws every layer's width, and the resolution, with probability
+``mutate_prob``; crossover takes each layer and the resolution from either parent with
+probability 1/2. Resolutions whose cheapest candidate exceeds the budget are never drawn.
 
 The fitness is a distance to the full generator (lower is better), by default LPIPS (optionally
 plus MSE) on held-out z measured by :class:`anycost_jax.eval.consistency.ConsistencyEvaluator`,
-which renders every width in one compiled program per resolution. Scores are cached by the
-sub-network (layers above a candidate's resolution do not run, so they are not part of its
-identity), so elites and repeated children are never measured twice.
+which renders every width in one compiled program per resolution. A candidate's key is its
+sub-network: layers above its resolution do not run, so they are not part of its identity.
 
 The original's searched configurations (``assets/evolve_configs/*.json``) are written as
 ``{name: {"channels": [...], "res": int, "macs": int, "dist": float}}``, named after the
@@ -34,97 +41,80 @@ budget (e.g. "101G" for a 101e9-MAC budget); :func:`to_json` writes the same sch
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
-from typing import Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Hashable, Iterable, Mapping, Optional, Protocol, Sequence, TypeVar
 
 import numpy as np
 
 from anycost_jax import elastic, macs
 from anycost_jax.models.generator import Generator
 
-FitnessFn = Callable[[Sequence['Candidate']], Sequence[float]]
 METRICS = ('lpips', 'mse', 'lpips+mse')
 
 
-@dataclasses.dataclass(frozen=True)
-class Candidate:
-    """One sub-generator: full-length ``channels`` (one per elastic layer), ``res``, its MACs and
-    distance to the full generator (NaN until scored)."""
-    channels: tuple[int, ...]
-    res: int
+# ---------------------------------------------------------------------- what a search space provides
+
+
+class SearchCandidate(Protocol):
+    """One point of a search space: its cost, its distance (NaN until scored) and identities."""
     macs: int
-    dist: float = math.nan
+    dist: float
 
     @property
-    def key(self) -> tuple:
-        """The sub-network's identity: the widths of the layers that run, and the resolution."""
-        return tuple(self.channels[:2 * (int(self.res).bit_length() - 2)]), self.res  # 2 layers per res from 4
+    def key(self) -> Hashable:
+        """The sub-network's identity: candidates with equal keys are scored once."""
 
-    def scored(self, dist: float) -> 'Candidate':
-        return dataclasses.replace(self, dist=float(dist))
+    @property
+    def order(self) -> tuple:
+        """Breaks ties between equal (distance, MACs), so that sorting is deterministic."""
+
+    def scored(self, dist: float) -> 'SearchCandidate':
+        """A copy with ``dist`` set."""
 
     def to_json(self) -> dict:
-        return {'channels': [int(c) for c in self.channels], 'res': int(self.res), 'macs': int(self.macs),
-                'dist': float(self.dist)}
+        """The candidate as JSON data (:func:`to_json`)."""
+
+
+C = TypeVar('C', bound=SearchCandidate)
+FitnessFn = Callable[[Sequence[Any]], Sequence[float]]
+
+
+class Space(Protocol[C]):
+    """A search space: what :func:`evolve` draws from. Every random choice uses the given numpy
+    ``rng``, so a search is deterministic from its seed."""
+
+    def feasible(self, budget: int) -> 'Space[C]':
+        """The space restricted to what can fit ``budget`` (ValueError, saying why, if nothing can)."""
+
+    def seeds(self, budget: int) -> Iterable[C]:
+        """Candidates to start from (those over ``budget`` are dropped by the engine)."""
+
+    def cheapest(self) -> C:
+        """The least costly candidate (for error messages)."""
+
+    def random(self, rng: np.random.Generator) -> C:
+        """A random candidate."""
+
+    def mutate(self, parent: C, rng: np.random.Generator, prob: float) -> C:
+        """``parent`` with every choice redrawn with probability ``prob``."""
+
+    def crossover(self, a: C, b: C, rng: np.random.Generator) -> C:
+        """A child taking each choice from ``a`` or ``b``."""
 
 
 @dataclasses.dataclass
 class SearchResult:
     budget: int
-    best: Candidate
-    history: list[list[Candidate]]  # every generation's population, best first
-    evaluated: list[Candidate]      # every distinct sub-network scored by this run, in order
-    frontier: list[Candidate]       # the Pareto-optimal (MACs, distance) points among ``evaluated``
+    best: Any                 # a SearchCandidate
+    history: list[list[Any]]  # every generation's population, best first
+    evaluated: list[Any]      # every distinct sub-network scored by this run, in order
+    frontier: list[Any]       # the Pareto-optimal (MACs, distance) points among ``evaluated``
 
 
-class SearchSpace:
-    """Width choices per layer and output resolutions of one (full, not exported) generator."""
-
-    def __init__(self, gen: Generator, resolutions: Optional[Sequence[int]] = None, min_channel: int = 8,
-                 divided_by: int = 1):
-        if gen.widths is not None or gen.output_res is not None:
-            raise ValueError('search the full generator, not an exported sub-generator')
-        self.gen = gen
-        self.full = list(gen.full_channels())
-        flex = elastic.FlexibleSpace(gen.resolution, self.full, min_channel, divided_by)
-        self.choices = [sorted({int(flex.widths[l, k]) for k in range(len(elastic.RATIOS)) if flex.valid[l, k]})
-                        for l in range(len(self.full))]
-        resolutions = gen.output_resolutions[-4:] if resolutions is None else resolutions
-        for r in resolutions:
-            gen._check_target_res(r)
-        if not resolutions:
-            raise ValueError('resolutions is empty')
-        self.resolutions = tuple(sorted({int(r) for r in resolutions}))
-
-    def candidate(self, channels: Sequence[int], res: int) -> Candidate:
-        channels = tuple(int(c) for c in channels)
-        return Candidate(channels, int(res), macs.generator_macs(self.gen, channels=channels, target_res=res))
-
-    def smallest(self, res: int) -> Candidate:
-        return self.candidate([c[0] for c in self.choices], res)
-
-    def uniform(self, ratio: float, res: int) -> Candidate:
-        """The uniform sub-generator at ``ratio`` (as ``channel_ratio`` computes it) and ``res``."""
-        return self.candidate(elastic.uniform_channels(self.gen.resolution, ratio, self.full, self.gen.channel_max),
-                              res)
-
-    def random(self, rng: np.random.Generator, resolutions: Sequence[int]) -> Candidate:
-        res = resolutions[rng.integers(len(resolutions))]
-        return self.candidate([c[rng.integers(len(c))] for c in self.choices], res)
-
-    def mutate(self, parent: Candidate, rng: np.random.Generator, prob: float,
-               resolutions: Sequence[int]) -> Candidate:
-        channels = [c[rng.integers(len(c))] if rng.random() < prob else old
-                    for old, c in zip(parent.channels, self.choices)]
-        res = resolutions[rng.integers(len(resolutions))] if rng.random() < prob else parent.res
-        return self.candidate(channels, res)
-
-    def crossover(self, a: Candidate, b: Candidate, rng: np.random.Generator) -> Candidate:
-        pick = rng.random(len(self.full) + 1) < 0.5
-        channels = [x if p else y for x, y, p in zip(a.channels, b.channels, pick)]
-        return self.candidate(channels, a.res if pick[-1] else b.res)
+# ---------------------------------------------------------------------- the engine
 
 
 def budget_name(budget: float) -> str:
@@ -146,9 +136,9 @@ def parse_budgets(values: Iterable, full_macs: int) -> list[int]:
     return out
 
 
-def pareto_frontier(candidates: Iterable[Candidate]) -> list[Candidate]:
+def pareto_frontier(candidates: Iterable[C]) -> list[C]:
     """The candidates no other candidate beats in both MACs and distance, by increasing MACs."""
-    frontier: list[Candidate] = []
+    frontier: list = []
     for c in sorted(candidates, key=lambda c: (c.macs, c.dist)):
         if not frontier or c.dist < frontier[-1].dist:
             frontier.append(c)
@@ -162,8 +152,8 @@ class _Scorer:
         self.fitness_fn = fitness_fn
         self.cache = {} if cache is None else cache
 
-    def __call__(self, candidates: Sequence[Candidate]) -> list[Candidate]:
-        todo: dict[tuple, Candidate] = {}
+    def __call__(self, candidates: Sequence[C]) -> list[C]:
+        todo: dict = {}
         for c in candidates:
             if c.key not in self.cache and c.key not in todo:
                 todo[c.key] = c
@@ -178,20 +168,20 @@ class _Scorer:
         return [c.scored(self.cache[c.key]) for c in candidates]
 
 
-def _sort(population: Sequence[Candidate]) -> list[Candidate]:
-    return sorted(population, key=lambda c: (c.dist, c.macs, c.res, c.channels))
+def _sort(population: Sequence[C]) -> list[C]:
+    return sorted(population, key=lambda c: (c.dist, c.macs, c.order))
 
 
-def evolve(space: SearchSpace, budget: int, fitness_fn: FitnessFn, *, population: int = 50, iterations: int = 20,
+def evolve(space: Space[C], budget: int, fitness_fn: FitnessFn, *, population: int = 50, iterations: int = 20,
            parent_ratio: float = 0.25, mutation_ratio: float = 0.5, mutate_prob: float = 0.1, seed: int = 0,
            max_retries: int = 1000, seed_uniform: bool = True, cache: Optional[dict] = None,
-           callback: Optional[Callable[[int, list[Candidate]], None]] = None) -> SearchResult:
-    """Evolves sub-generators with at most ``budget`` MACs; ``iterations`` generations after the first.
+           callback: Optional[Callable[[int, list[C]], None]] = None) -> SearchResult:
+    """Evolves candidates with at most ``budget`` MACs; ``iterations`` generations after the first.
 
     ``fitness_fn(candidates) -> distances`` (lower is better) is called once per generation
-    with the candidates not scored before (``cache``, a dict keyed by :attr:`Candidate.key`,
-    may be shared between runs with the same fitness). ``callback(generation, population)``
-    sees every scored generation, best first.
+    with the candidates not scored before (``cache``, a dict keyed by the candidates' ``key``,
+    may be shared between runs with the same fitness). ``seed_uniform`` starts from the space's
+    seeds. ``callback(generation, population)`` sees every scored generation, best first.
     """
     budget = int(budget)
     if population < 2 or iterations < 0 or max_retries < 1:
@@ -202,37 +192,31 @@ def evolve(space: SearchSpace, budget: int, fitness_fn: FitnessFn, *, population
     n_parents = max(1, int(round(parent_ratio * population)))
     n_mutants = min(population - n_parents, int(round(mutation_ratio * population)))
     n_children = population - n_parents - n_mutants
-    cheapest = {r: space.smallest(r).macs for r in space.resolutions}
-    feasible = [r for r in space.resolutions if cheapest[r] <= budget]
-    if not feasible:
-        raise ValueError(f'budget {budget:,} MACs is below the cheapest candidate at every resolution '
-                         f'({", ".join(f"{r}: {m:,}" for r, m in cheapest.items())})')
+    space = space.feasible(budget)
     rng = np.random.default_rng(seed)
 
-    def draw(make: Callable[[], Candidate], what: str) -> Candidate:
+    def draw(make: Callable[[], C], what: str) -> C:
         for _ in range(max_retries):
             c = make()
             if c.macs <= budget:
                 return c
         raise RuntimeError(f'no {what} within the budget of {budget:,} MACs in {max_retries} draws (the cheapest '
-                           f'candidate costs {min(cheapest[r] for r in feasible):,}); raise the budget, '
-                           f'max_retries, or restrict the resolutions')
+                           f'candidate costs {space.cheapest().macs:,}); raise the budget, '
+                           f'max_retries, or restrict the space')
 
-    pop: list[Candidate] = []
+    pop: list = []
     if seed_uniform:
-        uniform: dict[tuple, Candidate] = {}
-        for r in feasible:
-            for ratio in elastic.RATIOS:
-                c = space.uniform(ratio, r)
-                if c.macs <= budget:
-                    uniform.setdefault(c.key, c)
-        pop = list(uniform.values())
+        seeds: dict = {}
+        for c in space.seeds(budget):
+            if c.macs <= budget:
+                seeds.setdefault(c.key, c)
+        pop = list(seeds.values())
     while len(pop) < population:
-        pop.append(draw(lambda: space.random(rng, feasible), 'random candidate'))
+        pop.append(draw(lambda: space.random(rng), 'random candidate'))
 
     scorer = _Scorer(fitness_fn, cache)
-    history: list[list[Candidate]] = []
-    evaluated: dict[tuple, Candidate] = {}
+    history: list[list] = []
+    evaluated: dict = {}
     for generation in range(iterations + 1):
         pop = _sort(scorer(pop))
         for c in pop:
@@ -243,8 +227,8 @@ def evolve(space: SearchSpace, budget: int, fitness_fn: FitnessFn, *, population
         if generation == iterations:
             break
         parents = pop[:n_parents]
-        mutants = [draw(lambda: space.mutate(parents[rng.integers(n_parents)], rng, mutate_prob, feasible),
-                        'mutant') for _ in range(n_mutants)]
+        mutants = [draw(lambda: space.mutate(parents[rng.integers(n_parents)], rng, mutate_prob), 'mutant')
+                   for _ in range(n_mutants)]
 
         def cross():
             i, j = rng.integers(n_parents), rng.integers(n_parents)
@@ -255,6 +239,181 @@ def evolve(space: SearchSpace, budget: int, fitness_fn: FitnessFn, *, population
     evaluated_list = list(evaluated.values())
     best = _sort(evaluated_list)[0]
     return SearchResult(budget, best, history, evaluated_list, pareto_frontier(evaluated_list))
+
+
+def search(space: Space, budgets: Sequence[int], fitness_fn: FitnessFn, *,
+           names: Optional[Sequence[str]] = None, cache: Optional[dict] = None,
+           **kwargs) -> dict[str, SearchResult]:
+    """:func:`evolve` for every budget (one shared score cache); ``{name: result}`` with names
+    from :func:`budget_name` unless given."""
+    names = list(names) if names is not None else [budget_name(b) for b in budgets]
+    if len(names) != len(budgets) or len(set(names)) != len(names):
+        raise ValueError(f'need one distinct name per budget, got {names} for {list(budgets)}')
+    cache = {} if cache is None else cache
+    return {n: evolve(space, b, fitness_fn, cache=cache, **kwargs) for n, b in zip(names, budgets)}
+
+
+def best_under(candidates: Mapping[str, C], budget: int) -> Optional[tuple[str, C]]:
+    """The lowest-distance ``(label, candidate)`` within ``budget`` MACs, or None."""
+    fits = [(label, c) for label, c in candidates.items() if c.macs <= budget]
+    return min(fits, key=lambda lc: (lc[1].dist, lc[1].macs)) if fits else None
+
+
+def to_json(results: Mapping[str, Any]) -> dict:
+    """``{name: candidate.to_json()}`` of each result's best candidate (or of each candidate)."""
+    return {name: (r.best if isinstance(r, SearchResult) else r).to_json() for name, r in results.items()}
+
+
+def save_json(path: str, results: Mapping[str, Any]) -> dict:
+    data = to_json(results)
+    with open(path, 'w') as f:
+        json.dump(data, f, indent=4, sort_keys=True)
+    return data
+
+
+def plot_points(path: str, searched: Mapping[str, Any], baseline: Mapping[str, Any], *,
+                series: Optional[str] = None, baseline_label: str = 'baseline', title: Optional[str] = None,
+                ylabel: str = 'distance') -> str:
+    """Writes a PNG of distance vs MACs: the ``baseline`` points as lines through increasing MACs
+    (one line per value of the field ``series``, if given) and the ``searched`` ones (stars,
+    named, tagged ``@value`` of ``series``). Points are candidates or their JSON dicts. Uses
+    matplotlib's Agg canvas directly, so no global backend is changed."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    def field(c, name):
+        return c[name] if isinstance(c, Mapping) else getattr(c, name)
+
+    def point(c):
+        return field(c, 'macs'), field(c, 'dist'), None if series is None else field(c, series)
+
+    fig = Figure(figsize=(7, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    lines: dict[Any, list[tuple[float, float]]] = {}
+    for c in baseline.values():
+        m, d, s = point(c)
+        lines.setdefault(s, []).append((m, d))
+    for s in sorted(lines, reverse=True) if series is not None else lines:
+        pts = sorted(lines[s])
+        label = baseline_label if series is None else f'{baseline_label} @{s}'
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], 'o-', label=label, alpha=0.8)
+    if searched:
+        pts = [(name, *point(c)) for name, c in searched.items()]
+        ax.plot([p[1] for p in pts], [p[2] for p in pts], '*', color='crimson', markersize=14, label='searched',
+                linestyle='none')
+        for name, m, d, s in pts:
+            ax.annotate(name if series is None else f'{name}@{s}', (m, d), textcoords='offset points',
+                        xytext=(5, 5), fontsize=8)
+    ax.set_xscale('log')
+    ax.set_xlabel('MACs')
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which='both', alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, format='png')
+    return path
+
+
+# ---------------------------------------------------------------------- Anycost: widths x resolution
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One sub-generator: full-length ``channels`` (one per elastic layer), ``res``, its MACs and
+    distance to the full generator (NaN until scored)."""
+    channels: tuple[int, ...]
+    res: int
+    macs: int
+    dist: float = math.nan
+
+    @property
+    def key(self) -> tuple:
+        """The sub-network's identity: the widths of the layers that run, and the resolution."""
+        return tuple(self.channels[:2 * (int(self.res).bit_length() - 2)]), self.res  # 2 layers per res from 4
+
+    @property
+    def order(self) -> tuple:
+        return self.res, self.channels
+
+    def scored(self, dist: float) -> 'Candidate':
+        return dataclasses.replace(self, dist=float(dist))
+
+    def to_json(self) -> dict:
+        return {'channels': [int(c) for c in self.channels], 'res': int(self.res), 'macs': int(self.macs),
+                'dist': float(self.dist)}
+
+
+class AnycostSpace:
+    """Width choices per layer and output resolutions of one (full, not exported) generator."""
+
+    def __init__(self, gen: Generator, resolutions: Optional[Sequence[int]] = None, min_channel: int = 8,
+                 divided_by: int = 1):
+        if gen.widths is not None or gen.output_res is not None:
+            raise ValueError('search the full generator, not an exported sub-generator')
+        self.gen = gen
+        self.full = list(gen.full_channels())
+        flex = elastic.FlexibleSpace(gen.resolution, self.full, min_channel, divided_by)
+        self.choices = [sorted({int(flex.widths[l, k]) for k in range(len(elastic.RATIOS)) if flex.valid[l, k]})
+                        for l in range(len(self.full))]
+        resolutions = gen.output_resolutions[-4:] if resolutions is None else resolutions
+        for r in resolutions:
+            gen.check_target_res(r)
+        if not resolutions:
+            raise ValueError('resolutions is empty')
+        self.resolutions = tuple(sorted({int(r) for r in resolutions}))
+
+    def candidate(self, channels: Sequence[int], res: int) -> Candidate:
+        channels = tuple(int(c) for c in channels)
+        return Candidate(channels, int(res), macs.generator_macs(self.gen, channels=channels, target_res=res))
+
+    def smallest(self, res: int) -> Candidate:
+        return self.candidate([c[0] for c in self.choices], res)
+
+    def uniform(self, ratio: float, res: int) -> Candidate:
+        """The uniform sub-generator at ``ratio`` (as ``channel_ratio`` computes it) and ``res``."""
+        return self.candidate(elastic.uniform_channels(self.gen.resolution, ratio, self.full, self.gen.channel_max),
+                              res)
+
+    # -------------------------------------------------------------- the Space protocol
+
+    def feasible(self, budget: int) -> 'AnycostSpace':
+        """The space without the resolutions whose smallest candidate costs more than ``budget``."""
+        cheapest = {r: self.smallest(r).macs for r in self.resolutions}
+        fits = tuple(r for r in self.resolutions if cheapest[r] <= budget)
+        if not fits:
+            raise ValueError(f'budget {budget:,} MACs is below the cheapest candidate at every resolution '
+                             f'({", ".join(f"{r}: {m:,}" for r, m in cheapest.items())})')
+        out = copy.copy(self)
+        out.resolutions = fits
+        return out
+
+    def seeds(self, budget: int) -> list[Candidate]:
+        """Every uniform configuration (ratio x resolution)."""
+        return [self.uniform(ratio, r) for r in self.resolutions for ratio in elastic.RATIOS]
+
+    def cheapest(self) -> Candidate:
+        return min((self.smallest(r) for r in self.resolutions), key=lambda c: c.macs)
+
+    def random(self, rng: np.random.Generator) -> Candidate:
+        res = self.resolutions[rng.integers(len(self.resolutions))]
+        return self.candidate([c[rng.integers(len(c))] for c in self.choices], res)
+
+    def mutate(self, parent: Candidate, rng: np.random.Generator, prob: float) -> Candidate:
+        channels = [c[rng.integers(len(c))] if rng.random() < prob else old
+                    for old, c in zip(parent.channels, self.choices)]
+        res = self.resolutions[rng.integers(len(self.resolutions))] if rng.random() < prob else parent.res
+        return self.candidate(channels, res)
+
+    def crossover(self, a: Candidate, b: Candidate, rng: np.random.Generator) -> Candidate:
+        pick = rng.random(len(self.full) + 1) < 0.5
+        channels = [x if p else y for x, y, p in zip(a.channels, b.channels, pick)]
+        return self.candidate(channels, a.res if pick[-1] else b.res)
+
+
+SearchSpace = AnycostSpace  # the name launch/search.py and the tests use
 
 
 def consistency_fitness(evaluator, metric: str = 'lpips') -> FitnessFn:
@@ -271,79 +430,16 @@ def consistency_fitness(evaluator, metric: str = 'lpips') -> FitnessFn:
     return fitness
 
 
-def search(space: SearchSpace, budgets: Sequence[int], fitness_fn: FitnessFn, *,
-           names: Optional[Sequence[str]] = None, cache: Optional[dict] = None,
-           **kwargs) -> dict[str, SearchResult]:
-    """:func:`evolve` for every budget (one shared score cache); ``{name: result}`` with names
-    from :func:`budget_name` unless given."""
-    names = list(names) if names is not None else [budget_name(b) for b in budgets]
-    if len(names) != len(budgets) or len(set(names)) != len(names):
-        raise ValueError(f'need one distinct name per budget, got {names} for {list(budgets)}')
-    cache = {} if cache is None else cache
-    return {n: evolve(space, b, fitness_fn, cache=cache, **kwargs) for n, b in zip(names, budgets)}
-
-
-def uniform_points(space: SearchSpace, fitness_fn: FitnessFn, ratios: Sequence[float] = elastic.RATIOS,
+def uniform_points(space: AnycostSpace, fitness_fn: FitnessFn, ratios: Sequence[float] = elastic.RATIOS,
                    resolutions: Optional[Sequence[int]] = None, cache: Optional[dict] = None) -> dict[str, Candidate]:
     """Every uniform ratio x resolution (default: the space's resolutions), scored: ``{'0.5x@256': ...}``."""
     resolutions = space.resolutions if resolutions is None else resolutions
-    labels = {f'{r}x@{res}': space.uniform(r, res) for res in resolutions for r in ratios}
+    labels = {elastic.label(r, res): space.uniform(r, res) for res in resolutions for r in ratios}
     scored = _Scorer(fitness_fn, cache)(list(labels.values()))
     return dict(zip(labels, scored))
 
 
-def best_under(candidates: Mapping[str, Candidate], budget: int) -> Optional[tuple[str, Candidate]]:
-    """The lowest-distance ``(label, candidate)`` within ``budget`` MACs, or None."""
-    fits = [(label, c) for label, c in candidates.items() if c.macs <= budget]
-    return min(fits, key=lambda lc: (lc[1].dist, lc[1].macs)) if fits else None
-
-
-def to_json(results: Mapping[str, SearchResult | Candidate]) -> dict:
-    """``{name: {"channels", "res", "macs", "dist"}}`` of each result's best candidate."""
-    return {name: (r.best if isinstance(r, SearchResult) else r).to_json() for name, r in results.items()}
-
-
-def save_json(path: str, results: Mapping[str, SearchResult | Candidate]) -> dict:
-    data = to_json(results)
-    with open(path, 'w') as f:
-        json.dump(data, f, indent=4, sort_keys=True)
-    return data
-
-
 def plot_tradeoff(path: str, searched: Mapping[str, Candidate | dict], uniform: Mapping[str, Candidate | dict],
                   title: Optional[str] = None, ylabel: str = 'distance to the full generator') -> str:
-    """Writes a PNG of distance vs MACs: the uniform configurations (one line per resolution,
-    through the ratios) and the searched ones (stars, named). Uses matplotlib's Agg canvas
-    directly, so no global backend is changed."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    def point(c):
-        return (c.macs, c.dist, c.res) if isinstance(c, Candidate) else (c['macs'], c['dist'], c['res'])
-
-    fig = Figure(figsize=(7, 4.5), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    by_res: dict[int, list[tuple[float, float]]] = {}
-    for c in uniform.values():
-        m, d, r = point(c)
-        by_res.setdefault(r, []).append((m, d))
-    for r in sorted(by_res, reverse=True):
-        pts = sorted(by_res[r])
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], 'o-', label=f'uniform @{r}', alpha=0.8)
-    if searched:
-        pts = [(name, *point(c)) for name, c in searched.items()]
-        ax.plot([p[1] for p in pts], [p[2] for p in pts], '*', color='crimson', markersize=14, label='searched',
-                linestyle='none')
-        for name, m, d, r in pts:
-            ax.annotate(f'{name}@{r}', (m, d), textcoords='offset points', xytext=(5, 5), fontsize=8)
-    ax.set_xscale('log')
-    ax.set_xlabel('MACs')
-    ax.set_ylabel(ylabel)
-    ax.grid(True, which='both', alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, format='png')
-    return path
+    """:func:`plot_points` of searched sub-generators against the uniform ones, one line per resolution."""
+    return plot_points(path, searched, uniform, series='res', baseline_label='uniform', title=title, ylabel=ylabel)

@@ -1,7 +1,7 @@
 """Training step time, images/s and peak memory per stage and resolution; masked vs sliced anycost.
 
 For every stage (``--stages``) at every resolution (``--resolution``) this builds the step
-programs of :mod:`anycost_jax.train.steps` (``jax.jit(jax.shard_map(...))`` over all devices,
+programs of :mod:`anycost_jax.train.anycost_steps` (``jax.jit(jax.shard_map(...))`` over all devices,
 global batch ``--batch``) on random-init weights (``Generator`` / discriminator with
 ``--channel_multiplier``, style dim ``--style_dim``, ``--n_mlp`` mapping layers) and random
 "real" images, and times them:
@@ -91,7 +91,7 @@ import numpy as np
 from anycost_jax import elastic
 from anycost_jax.models.discriminator import Discriminator, DiscriminatorMultiRes
 from anycost_jax.models.generator import Generator
-from anycost_jax.train import steps as st
+from anycost_jax.train import anycost_steps as st
 from benchmarks import torch_original
 
 STAGES = ('stylegan2', 'multires', 'anycost')

@@ -12,16 +12,11 @@ Expected: the released anycost-car-config-f quality (FID ~2.4 at full cost in th
     python launch/train.py --config=configs/lsun_car.py:anycost --workdir=runs/car-s2 \
         --config.tune_from=runs/car-s1 --config.teacher=runs/car-s1
 """
-import importlib.util
-import os
-
-_spec = importlib.util.spec_from_file_location('_ffhq', os.path.join(os.path.dirname(__file__), 'ffhq.py'))
-_ffhq = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_ffhq)
+from configs import ffhq
 
 
 def get_config(arg: str = 'anycost'):
-    c = _ffhq.get_config(arg)
+    c = ffhq.get_config(arg)
     c.name = 'lsun_car' if arg == 'pipeline' else f'lsun_car-{arg}'
     c.resolution = 512
     c.dataset = 'lsun/car'

@@ -19,20 +19,11 @@ from __future__ import annotations
 import os
 import sys
 
-if __package__ in (None, ''):  # run as a file (python launch/convert.py): make anycost_jax importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import numpy as np
 from absl import app, flags, logging
 
-from anycost_jax import convert, elastic
-from anycost_jax.models.discriminator import DiscriminatorMultiRes
-from anycost_jax.models.generator import Generator
+from anycost_jax import convert, modeldir
 
-WHAT = ('generator', 'discriminator', 'both')
-DEFAULT_KEYS = {'generator': 'g_ema', 'discriminator': 'd'}
-# Subdirectories of a directory written with --what both.
-SUBDIRS = {'generator': 'generator', 'discriminator': 'discriminator'}
+WHAT = convert.KINDS + ('both',)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('input', None, 'original .pt file, http(s) URL of one, or one of our model directories')
@@ -43,77 +34,23 @@ flags.DEFINE_string('key', None, 'checkpoint key of the model: default g_ema (ge
                     'with --what both, "G" picks the generator key only, "G,D" both')
 
 
-def _keys(what: str, key: str | None) -> dict[str, str]:
-    if what not in WHAT:
-        raise ValueError(f'what={what!r} is not supported; expected one of {WHAT}')
-    kinds = ['generator', 'discriminator'] if what == 'both' else [what]
-    given = [k.strip() for k in key.split(',')] if key else []
-    if len(given) > len(kinds) or any(not k for k in given):
-        raise ValueError(f'key={key!r}: expected {"one key" if len(kinds) == 1 else "G or G,D"} for what={what!r}')
-    return {kind: given[i] if i < len(given) else DEFAULT_KEYS[kind] for i, kind in enumerate(kinds)}
-
-
+# TODO(workdir): a directory holding generator/ and discriminator/ (a --what both output, or a training
+# workdir's final models) is detected here; anycost_jax/workdir.py will own that rule.
 def _input_for(path: str, kind: str) -> str:
-    """``path`` itself, or its ``generator`` / ``discriminator`` subdirectory (a --what both output)."""
-    sub = os.path.join(path, SUBDIRS[kind])
-    if os.path.isdir(path) and not os.path.exists(os.path.join(path, 'model.json')) and os.path.isdir(sub):
+    """``path`` itself, or its ``generator`` / ``discriminator`` subdirectory."""
+    sub = os.path.join(path, convert.SUBDIRS[kind])
+    if os.path.isdir(path) and not modeldir.is_modeldir(path) and os.path.isdir(sub):
         return sub
     return path
 
 
-def describe(module, variables) -> str:
-    """One line: class, resolution, widths and parameter count."""
-    n_params = sum(int(np.size(a)) for a in _leaves(variables.get('params', {})))
-    if isinstance(module, Generator):
-        widths = f'widths {module.full_channels()}, style_dim {module.style_dim}, n_mlp {module.n_mlp}'
-    else:
-        ch = elastic.channels_per_resolution(module.channel_multiplier, module.channel_max)
-        res = elastic.resolutions_up_to(module.resolution)[::-1]
-        widths = f'widths {[ch[r] for r in res]} (resolution {res[0]} -> 4)'
-        if isinstance(module, DiscriminatorMultiRes):
-            widths += f', inputs {list(module.input_resolutions)}, modulate {module.modulate}'
-    return f'{type(module).__name__} {module.resolution}x{module.resolution}: {widths}; {n_params:,} parameters'
-
-
-def _leaves(tree):
-    if isinstance(tree, dict):
-        for v in tree.values():
-            yield from _leaves(v)
-    else:
-        yield tree
-
-
 def convert_checkpoint(input: str, output: str, what: str = 'generator', key: str | None = None,
                        log=print) -> list[str]:
-    """Loads ``what`` from ``input`` and writes it to ``output``; returns the paths written."""
+    """Converts ``what`` from ``input`` to ``output`` (see :func:`anycost_jax.convert.convert_models`)."""
     if not input or not output:
         raise ValueError(f'input={input!r} and output={output!r}: both are required')
-    keys = _keys(what, key)
-    to_pt = output.endswith('.pt')
-    models = {}
-    for kind, k in keys.items():
-        src = _input_for(input, kind)
-        if kind == 'generator':
-            # w_avg is only kept in our format; the original stores no such thing
-            module, variables = convert.load_generator(src, key=k, mean_style=not to_pt)
-        else:
-            module, variables = convert.load_discriminator(src, key=k)
-        is_dir = os.path.isdir(src)
-        log(f'found {kind} in {src}{"" if is_dir else f" (key {k!r})"}: {describe(module, variables)}')
-        models[kind] = (module, variables)
-    if to_pt:
-        g, d = models.get('generator', (None, None)), models.get('discriminator', (None, None))
-        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-        convert.save_original(output, generator=g[0], g_variables=g[1], discriminator=d[0], d_variables=d[1])
-        log(f'wrote {" and ".join(keys)} to {output} (original format: '
-            f'{", ".join(["g_ema"] * ("generator" in models) + ["d"] * ("discriminator" in models))})')
-        return [output]
-    written = []
-    for kind, (module, variables) in models.items():
-        dest = os.path.join(output, SUBDIRS[kind]) if what == 'both' else output
-        written.append(convert.save_model(dest, module, variables))
-        log(f'wrote {kind} to {written[-1]}')
-    return written
+    keys = convert.parse_keys(what, key)
+    return convert.convert_models({kind: _input_for(input, kind) for kind in keys}, output, keys, log=log)
 
 
 def main(argv):

@@ -14,16 +14,11 @@ them; ``NAME.png`` beside ``NAME.npy`` is shown as its input), or latents sample
 ``--seeds``; with ``--project_steps > 0`` the page also takes an uploaded image and projects it.
 """
 import os
-import sys
 
 from absl import app, flags
 
-if __package__ in (None, ''):  # run as a file: make anycost_jax importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from anycost_jax import convert, download, render  # noqa: E402
-from anycost_jax.editing import directions as directions_lib  # noqa: E402
-from anycost_jax.editing import editor as editor_lib  # noqa: E402
+from anycost_jax import render
+from anycost_jax.editing import editor as editor_lib
 
 DEFAULT_GENERATOR = 'runs/demo/generator'
 flags.DEFINE_string('generator', DEFAULT_GENERATOR, 'Generator: original .pt, our model directory, or a URL.')
@@ -63,48 +58,16 @@ def main(argv):
         raise app.UsageError(f'{DEFAULT_GENERATOR} does not exist: train the demo model first with '
                              f'"python launch/train.py --config=configs/demo.py --workdir=runs/demo" '
                              f'(under 10 minutes on a 2-core CPU), or pass --generator=PATH_OR_URL')
-    cache = FLAGS.compile_cache
-    if cache is None and not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
-        cache = os.path.join(download.cache_dir(), 'xla')
-    if cache:
-        import jax
-        jax.config.update('jax_compilation_cache_dir', cache)
-    gen, variables = convert.load_generator(FLAGS.generator)
-    if FLAGS.boundaries:
-        directions = directions_lib.load_boundaries(FLAGS.boundaries)
-    else:
-        directions = editor_lib.color_directions(gen, variables, FLAGS.directions_cache)
-    names = FLAGS.attributes
-    if names is None and all(v in directions for v in directions_lib.DEMO_DIRECTIONS.values()):
-        names = list(directions_lib.DEMO_DIRECTIONS)  # the original's boundary file: the demo's seven sliders
-    if names:
-        try:
-            directions = {a: directions_lib.resolve_direction(directions, a) for a in names}
-        except KeyError as e:
-            raise app.UsageError(f'--attributes: {e.args[0]}') from None
-    max_strength = FLAGS.max_strength or (editor_lib.MAX_STRENGTH if FLAGS.boundaries else
-                                          editor_lib.COLOR_MAX_STRENGTH)
-    latents = (editor_lib.folder_latents(FLAGS.latents, gen) if FLAGS.latents else
-               editor_lib.seed_latents(gen, variables, render.parse_seeds(FLAGS.seeds), FLAGS.truncation))
-    project_kwargs = dict(steps=FLAGS.project_steps, optimizer=FLAGS.project_optimizer,
-                          random_subgenerators=FLAGS.project_sub_g)
-    if FLAGS.encoder:
-        project_kwargs['encoder'] = convert.load_encoder(FLAGS.encoder)
-    editor = editor_lib.Editor(gen, variables, directions, latents, preview_ratio=FLAGS.preview_ratio,
-                               preview_res=FLAGS.preview_res, max_strength=max_strength,
-                               project_kwargs=project_kwargs)
-    if FLAGS.warmup:  # the first slider move and Finalize must not wait for a compilation
-        editor.warmup([editor.preview])
-        editor.warmup_in_background()  # the other widths and resolutions, while the page loads
-    server = editor_lib.make_server(editor, FLAGS.host, FLAGS.port)
-    print(f'anycost editor: {len(latents)} latents, {len(directions)} directions; open '
-          f'{editor_lib.url_of(server)}  (Ctrl-C to stop)', flush=True)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+        editor = editor_lib.load_editor(
+            FLAGS.generator, latents=FLAGS.latents, seeds=render.parse_seeds(FLAGS.seeds), truncation=FLAGS.truncation,
+            boundaries=FLAGS.boundaries, directions_cache=FLAGS.directions_cache, attributes=FLAGS.attributes,
+            max_strength=FLAGS.max_strength, preview_ratio=FLAGS.preview_ratio, preview_res=FLAGS.preview_res,
+            project_steps=FLAGS.project_steps, project_optimizer=FLAGS.project_optimizer,
+            project_sub_g=FLAGS.project_sub_g, encoder=FLAGS.encoder, compile_cache=FLAGS.compile_cache)
+    except editor_lib.EditorError as e:
+        raise app.UsageError(str(e)) from None
+    editor_lib.serve(editor, FLAGS.host, FLAGS.port, warmup=FLAGS.warmup)
 
 
 if __name__ == '__main__':

@@ -13,14 +13,11 @@ resolution) missing on disk are computed from --dataset and saved there. Prints 
 """
 import json
 import os
-import sys
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from anycost_jax import elastic  # noqa: E402
-from anycost_jax.eval import evaluate as ev  # noqa: E402
+from anycost_jax import elastic
+from anycost_jax.eval import evaluate as ev
 
 flags.DEFINE_string('checkpoint', None, 'Original .pt, our model directory, a URL, or a training workdir.')
 flags.DEFINE_list('metrics', ['fid', 'consistency', 'macs'], f'Any of {", ".join(ev.METRICS)}.')
@@ -50,10 +47,10 @@ FLAGS = flags.FLAGS
 def load(path: str):
     """(gen, variables): a training work directory's EMA generator (a stage's latest checkpoint, a
     pipeline's final export), or anything convert loads."""
-    from anycost_jax import convert
-    from anycost_jax.train import trainer
-    if trainer.is_workdir(path):
-        gen, g_vars, _, _ = trainer.load_weights(path, want_d=False)
+    from anycost_jax import convert, workdir
+    from anycost_jax.train import anycost
+    if workdir.is_workdir(path):
+        gen, g_vars, _, _ = anycost.load_weights(path, want_d=False)
         return gen.clone(bf16_from_res=None), convert.add_mean_style(gen, g_vars)
     return convert.load_generator(path)
 

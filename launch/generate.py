@@ -9,16 +9,12 @@ sub-generator (``--channel_ratio`` or ``--channels``, ``--target_res``), and pri
 configuration's MACs and jitted latency at the requested batch.
 """
 import os
-import sys
 
+import jax
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import jax  # noqa: E402
-
-from anycost_jax import convert, elastic, render  # noqa: E402
-from anycost_jax.models import Generator  # noqa: E402
+from anycost_jax import convert, elastic, render
+from anycost_jax.models import Generator
 
 flags.DEFINE_string('checkpoint', None, 'Original .pt file, our model directory, or an http(s) URL.')
 flags.DEFINE_bool('init_random', False, 'Use a randomly initialized generator instead of a checkpoint.')
@@ -68,7 +64,7 @@ def main(argv):
         sample_cfg = render.SubConfig(channel_ratio=1.0, target_res=sample_cfg.target_res)
     # Validate the sample's arguments before any compilation.
     gen.resolve_channels(sample_cfg.channel_ratio, sample_cfg.channels)
-    gen._check_target_res(sample_cfg.target_res)
+    gen.check_target_res(sample_cfg.target_res)
 
     configs = [sample_cfg]
     rows = render.grid_configs(gen) if FLAGS.grid else []

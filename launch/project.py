@@ -13,16 +13,12 @@ the layout of the original's assets/demo/projected_latents) and ``<name>_project
 (target | projection). A progress bar shows the losses.
 """
 import os
-import sys
 
+import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import numpy as np  # noqa: E402
-
-from anycost_jax import convert, render  # noqa: E402
-from anycost_jax.editing import projection  # noqa: E402
+from anycost_jax import convert, render
+from anycost_jax.editing import projection
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.webp', '.bmp')
 

@@ -12,15 +12,12 @@ Also scores every uniform ratio x resolution on the same z: they are printed nex
 searched ones and drawn with them by --plot.
 """
 import os
-import sys
 import time
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from anycost_jax import convert, macs, search  # noqa: E402
-from anycost_jax.eval.consistency import ConsistencyEvaluator  # noqa: E402
+from anycost_jax import convert, macs, search
+from anycost_jax.eval.consistency import ConsistencyEvaluator
 
 flags.DEFINE_string('checkpoint', None, 'Original .pt file, our model directory, or an http(s) URL.')
 flags.DEFINE_list('budgets', None, 'MAC budgets, e.g. "101e9,58e9"; values <= 1 are fractions of the full MACs.')

@@ -19,9 +19,6 @@ from __future__ import annotations
 import os
 import sys
 
-if __package__ in (None, ''):  # run as a file (python launch/train.py): make anycost_jax importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from absl import app, flags, logging
 from ml_collections import config_flags
 

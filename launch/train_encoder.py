@@ -13,14 +13,11 @@ WORKDIR/encoder (load it with ``convert.load_encoder``); --export_pt also writes
 ``{'state_dict': ...}`` format. The trunk starts from scratch unless --init is given.
 """
 import os
-import sys
 
 from absl import app, flags, logging
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from anycost_jax import convert  # noqa: E402
-from anycost_jax.editing import encoder_training as et  # noqa: E402
+from anycost_jax import convert
+from anycost_jax.editing import encoder_training as et
 
 D = et.EncoderTrainConfig()
 flags.DEFINE_string('generator', None, 'Generator: original .pt, our model directory, or an http(s) URL.')

@@ -11,7 +11,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from anycost_jax.models import Generator
 from anycost_jax.models.discriminator import Discriminator
-from anycost_jax.train import steps as st
+from anycost_jax.train import anycost_steps as st
 from anycost_jax.checkpoint import Checkpointer
 
 RES = 16

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from anycost_jax import elastic, sorting
+from anycost_jax import elastic
+from anycost_jax.elastic import sorting
 from anycost_jax.models import Generator
 
 # A tiny generator: widths 32, 32, 16, 16, 8, 8, 4, 4 (resolutions 4..32).

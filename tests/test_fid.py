@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from scipy import linalg
 
+from anycost_jax.convert import inception as inc_weights
 from anycost_jax.convert.torch_io import save_torch_file
 from anycost_jax.eval import fid
 from anycost_jax.models import Generator
@@ -47,7 +48,7 @@ def _fixture_helper():
 def test_inception_matches_pytorch_fid(tmp_path):
     helper = _fixture_helper()
     ref = np.load(os.path.join(FIX, 'inception_expected.npz'))
-    shapes = inc.state_dict_shapes()
+    shapes = inc_weights.state_dict_shapes()
     assert len(shapes) == int(ref['n_weights'])
     sd = helper.random_state_dict(shapes)
     assert helper.checksum(sd.values()) == pytest.approx(float(ref['weights_checksum']), rel=1e-12), \
@@ -59,7 +60,7 @@ def test_inception_matches_pytorch_fid(tmp_path):
     path = tmp_path / 'inception.pth'
     save_torch_file(sd, str(path))
     del sd
-    model, variables = inc.load_inception(str(path))
+    model, variables = inc_weights.load_inception(str(path))
 
     images = helper.synthetic_images()
     assert helper.checksum(images.values()) == pytest.approx(float(ref['images_checksum']), rel=1e-12)
@@ -77,16 +78,16 @@ def test_inception_matches_pytorch_fid(tmp_path):
 
 
 def test_state_dict_errors():
-    shapes = inc.state_dict_shapes()
+    shapes = inc_weights.state_dict_shapes()
     sd = {k: np.zeros(s, np.float32) for k, s in shapes.items()}
     bad = dict(sd)
     del bad['Mixed_7c.branch_pool.conv.weight']
     with pytest.raises(ValueError, match='1 missing keys'):
-        inc.variables_from_state_dict(bad)
+        inc_weights.variables_from_state_dict(bad)
     bad = dict(sd, **{'Mixed_5b.branch1x1.conv.weight': np.zeros((64, 192, 3, 3), np.float32)})
     with pytest.raises(ValueError, match=r'Mixed_5b.branch1x1.conv.weight has shape \(64, 192, 3, 3\)'):
-        inc.variables_from_state_dict(bad)
-    v = inc.variables_from_state_dict(sd)
+        inc_weights.variables_from_state_dict(bad)
+    v = inc_weights.variables_from_state_dict(sd)
     assert v['params']['Conv2d_1a_3x3']['conv']['kernel'].shape == (3, 3, 3, 32)
     assert set(v['batch_stats']['Mixed_7c']['branch_pool']['bn']) == {'mean', 'var'}
 
@@ -137,25 +138,25 @@ def test_download_verifies_hash_and_reuses_cache(server, tmp_path, monkeypatch):
     good = f'pt_weights-{digest[:8]}.pth'
     (root / good).write_bytes(payload)
     cache = tmp_path / 'cache'
-    path = inc.inception_weights(f'{url}/{good}', cache_dir=str(cache))
+    path = inc_weights.inception_weights(f'{url}/{good}', cache_dir=str(cache))
     assert path == str(cache / good) and open(path, 'rb').read() == payload
     (root / good).unlink()  # a second call must not need the server
-    assert inc.inception_weights(f'{url}/{good}', cache_dir=str(cache)) == path
+    assert inc_weights.inception_weights(f'{url}/{good}', cache_dir=str(cache)) == path
     assert hits == [f'/{good}']
     # $ANYCOST_CACHE is the default cache.
     monkeypatch.setenv('ANYCOST_CACHE', str(cache))
-    assert inc.inception_weights(f'{url}/{good}') == path
+    assert inc_weights.inception_weights(f'{url}/{good}') == path
 
     # Contents that do not match the hash in the name: an error, and nothing cached.
     (root / 'pt_weights-deadbeef.pth').write_bytes(payload)
     with pytest.raises(OSError, match='corrupt'):
-        inc.inception_weights(f'{url}/pt_weights-deadbeef.pth', cache_dir=str(cache))
+        inc_weights.inception_weights(f'{url}/pt_weights-deadbeef.pth', cache_dir=str(cache))
     assert sorted(os.listdir(cache)) == [good]
     # A local file with the official name is checked too.
-    official = tmp_path / os.path.basename(inc.FID_WEIGHTS_URL)
+    official = tmp_path / os.path.basename(inc_weights.FID_WEIGHTS_URL)
     official.write_bytes(payload)
     with pytest.raises(OSError, match='corrupt'):
-        inc.inception_weights(str(official))
+        inc_weights.inception_weights(str(official))
 
 
 def test_download_offline_says_what_to_do(tmp_path):
@@ -164,11 +165,11 @@ def test_download_offline_says_what_to_do(tmp_path):
         port = s.getsockname()[1]
     url = f'http://127.0.0.1:{port}/pt_inception-2015-12-05-6726825d.pth'
     with pytest.raises(OSError, match='put it at .*pt_inception-2015-12-05-6726825d.pth') as e:
-        inc.inception_weights(url, cache_dir=str(tmp_path))
-    assert inc.FID_WEIGHTS_URL in str(e.value) or url in str(e.value)
+        inc_weights.inception_weights(url, cache_dir=str(tmp_path))
+    assert inc_weights.FID_WEIGHTS_URL in str(e.value) or url in str(e.value)
     assert os.listdir(tmp_path) == []  # no partial file left
     with pytest.raises(FileNotFoundError, match='download https://github.com/mseitzer/pytorch-fid'):
-        inc.inception_weights(str(tmp_path / 'missing.pth'))
+        inc_weights.inception_weights(str(tmp_path / 'missing.pth'))
 
 
 # --------------------------------------------------------------------------- Frechet distance

@@ -1,5 +1,6 @@
 """Evolutionary search: budgets, determinism, one compile per resolution, the JSON and the plot,
 against uniform configurations on a synthetic fitness, and launch/search.py end to end."""
+import dataclasses
 import json
 import math
 import os
@@ -162,3 +163,63 @@ def test_launch_search_end_to_end(tmp_path):
     for name, row in rows.items():
         assert float(row[4]) == pytest.approx(data[name]['dist'], abs=1e-5)
         assert float(row[4]) <= float(row[6])  # never worse than the best uniform config that fits
+
+
+class _ToySpace:
+    """A space with no generator: a width per layer from per-layer lists, MACs = the sum of widths."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Point:
+        widths: tuple
+        macs: int
+        dist: float = math.nan
+
+        key = property(lambda self: self.widths)
+        order = property(lambda self: self.widths)
+
+        def scored(self, dist):
+            return dataclasses.replace(self, dist=float(dist))
+
+        def to_json(self):
+            return {'config': '_'.join(map(str, self.widths)), 'macs': self.macs, 'dist': self.dist}
+
+    choices = ([4, 8, 16], [4, 8, 16], [2, 4])
+
+    def point(self, widths):
+        return self.Point(tuple(widths), sum(widths))
+
+    def feasible(self, budget):
+        if self.cheapest().macs > budget:
+            raise ValueError('nothing fits')
+        return self
+
+    def seeds(self, budget):
+        return [self.point([c[k] for c in self.choices]) for k in (0, 1)]
+
+    def cheapest(self):
+        return self.point([c[0] for c in self.choices])
+
+    def random(self, rng):
+        return self.point([c[rng.integers(len(c))] for c in self.choices])
+
+    def mutate(self, parent, rng, prob):
+        return self.point([c[rng.integers(len(c))] if rng.random() < prob else w
+                           for w, c in zip(parent.widths, self.choices)])
+
+    def crossover(self, a, b, rng):
+        return self.point([x if p else y for x, y, p in zip(a.widths, b.widths, rng.random(3) < 0.5)])
+
+
+def test_the_engine_searches_any_space(tmp_path):
+    space = _ToySpace()
+    fitness = lambda cs: [abs(c.widths[0] - 8) + abs(c.widths[1] - 16) - c.widths[2] for c in cs]  # noqa: E731
+    results = search.search(space, [30], fitness, population=8, iterations=10, mutate_prob=0.5, seed=0)
+    best = results['30'].best
+    assert best.widths == (8, 16, 4) and best.macs == 28 and best.dist == -4
+    assert search.save_json(str(tmp_path / 'toy.json'), results) == {'30': {'config': '8_16_4', 'macs': 28,
+                                                                            'dist': -4.0}}
+    with pytest.raises(ValueError, match='nothing fits'):
+        search.evolve(space, 9, fitness)
+    path = search.plot_points(str(tmp_path / 'toy.png'), {'30': best}, {'seed': space.seeds(30)[0].scored(1.)})
+    with open(path, 'rb') as f:
+        assert f.read(8) == PNG_MAGIC

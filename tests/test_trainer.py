@@ -2,7 +2,7 @@
 in the paper (stage 0 -> 1 -> 2, tuning from and distilling our own workdirs, model directories
 and original .pt files), exact resume, corrupt checkpoints, SIGTERM, the NaN guard."""
 import glob
-import importlib.util
+import importlib
 import json
 import logging
 import os
@@ -12,18 +12,17 @@ import jax
 import numpy as np
 import pytest
 
-from anycost_jax import convert, sorting
 from anycost_jax import checkpoint as ckpt_lib
-from anycost_jax.train import trainer
+from anycost_jax import convert
+from anycost_jax import workdir as workdir_lib
+from anycost_jax.elastic import sorting
+from anycost_jax.train import anycost, loop, trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_config_file(name, arg):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'configs', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return importlib.import_module(f'configs.{name}').get_config(arg)
 
 
 @pytest.fixture(scope='module')
@@ -155,22 +154,22 @@ def test_periodic_evaluation_and_best_fid_export(stages):
     for res in (16, 8):
         assert os.path.exists(os.path.join(workdir, 'fid_stats', f'anycost_shapes_{res}.npz'))
     # The best-FID EMA generator, exported with its step and FID.
-    best = json.load(open(os.path.join(workdir, trainer.BEST_DIR, trainer.BEST_FILE)))
+    best = json.load(open(os.path.join(workdir, workdir_lib.BEST_GENERATOR, workdir_lib.BEST_FILE)))
     assert best == {'step': 1, 'fid': pytest.approx(values['eval/fid/1.0x@16'][0][1])}
-    _, g_vars = convert.load_model(os.path.join(workdir, trainer.BEST_DIR))
+    _, g_vars = convert.load_model(os.path.join(workdir, workdir_lib.BEST_GENERATOR))
     assert_trees_equal(g_vars['params'], jax.tree.map(np.asarray, state.ema_params))
     # With D, as the original's ckpt-best.pt: what tune_from_checkpoint='best' starts from.
-    _, best_g, _, best_d = trainer.load_weights(workdir, checkpoint='best')
+    _, best_g, _, best_d = anycost.load_weights(workdir, checkpoint='best')
     assert_trees_equal(best_g['params'], jax.tree.map(np.asarray, state.ema_params))
     assert_trees_equal(best_d['params'], jax.tree.map(np.asarray, state.d_params))
     cfg = tiny('anycost', None, tune_from=workdir, tune_from_checkpoint='best', sort_pretrain=False)
-    gen, disc = trainer.build_models(cfg)
-    g0, d0 = trainer.initial_variables(cfg, gen, disc, jax.random.key(0))
+    gen, disc = anycost.build_models(cfg)
+    g0, d0 = anycost.initial_variables(cfg, gen, disc, jax.random.key(0))
     assert_trees_equal(g0['params'], best_g['params'])
     assert_trees_equal(d0['params'], best_d['params'])
     s0, _ = stages['stylegan2']  # trained without FID: no best export to tune from
     with pytest.raises(FileNotFoundError, match="tune_from_checkpoint='latest'"):
-        trainer.load_weights(s0, checkpoint='best')
+        anycost.load_weights(s0, checkpoint='best')
 
 
 def test_stage_transfers_are_checked(stages, data_dir, tmp_path):
@@ -189,11 +188,11 @@ def test_stage_transfers_are_checked(stages, data_dir, tmp_path):
 
 def test_transfer_d_single_to_multires(stages):
     s0, state = stages['stylegan2']
-    gen, _, disc, d_vars = trainer.load_weights(s0)
+    gen, _, disc, d_vars = anycost.load_weights(s0)
     cfg = tiny('multires', '/nonexistent')
-    _, multi = trainer.build_models(cfg)
+    _, multi = anycost.build_models(cfg)
     init = multi.init_variables(jax.random.key(0))['params']
-    moved = trainer.transfer_d(disc, d_vars['params'], multi, init)
+    moved = anycost.transfer_d(disc, d_vars['params'], multi, init)
     assert_trees_equal(moved['from_rgb_0'], d_vars['params']['from_rgb'])  # the 16 px input is the old one
     assert_trees_equal(moved['from_rgb_1'], init['from_rgb_1'])  # the new lower-res input stays initialized
     assert_trees_equal(moved['head'], d_vars['params']['head'])
@@ -211,13 +210,13 @@ def test_sigterm_resume_corrupt_checkpoint_and_nan_guard(data_dir, tmp_path, cap
     ckpt_dir = os.path.join(run, 'checkpoints')
 
     # 1. SIGTERM (sent here by an evaluation hook at step 2): a checkpoint, a clean return.
-    trainer.EVALUATORS['sigterm'] = lambda step, gen, variables, config: os.kill(os.getpid(), signal.SIGTERM) or {}
+    anycost.EVALUATORS['sigterm'] = lambda step, gen, variables, config: os.kill(os.getpid(), signal.SIGTERM) or {}
     previous = signal.getsignal(signal.SIGTERM)
     try:
         stopped = trainer.train_and_evaluate(
             _resume_config(data_dir, num_steps=50, eval_every=2, eval_metrics=('sigterm',)), run)
     finally:
-        del trainer.EVALUATORS['sigterm']
+        del anycost.EVALUATORS['sigterm']
     assert int(stopped.step) == 2
     assert signal.getsignal(signal.SIGTERM) == previous  # the handler is given back
     assert not os.path.exists(os.path.join(run, 'generator'))  # unfinished: no final export
@@ -239,7 +238,7 @@ def test_sigterm_resume_corrupt_checkpoint_and_nan_guard(data_dir, tmp_path, cap
     np.testing.assert_array_equal(jax.random.key_data(resumed.rng), jax.random.key_data(straight.rng))
 
     # 3. Divergence: stops with an error naming the last good checkpoint, and writes nothing after it.
-    with pytest.raises(trainer.NonFiniteError, match=r'last good checkpoint \(step 3\)'):
+    with pytest.raises(loop.NonFiniteError, match=r'last good checkpoint \(step 3\)'):
         trainer.train_and_evaluate(_resume_config(data_dir, num_steps=6, lr=float('inf')), run)
     with ckpt_lib.Checkpointer(ckpt_dir) as ck:
         assert ck.latest_step() == 3
@@ -392,13 +391,13 @@ def test_pipeline_runs_its_stages_in_order_and_resumes(data_dir, tmp_path, caplo
     export is the last stage's EMA."""
     run = str(tmp_path / 'demo')
     # Preempted in stage 1 (SIGTERM from an evaluation hook at its step 1 of 2): stage 2 never starts.
-    trainer.EVALUATORS['sigterm'] = lambda step, gen, variables, config: os.kill(os.getpid(), signal.SIGTERM) or {}
+    anycost.EVALUATORS['sigterm'] = lambda step, gen, variables, config: os.kill(os.getpid(), signal.SIGTERM) or {}
     try:
         preempted = _tiny_pipeline(data_dir)
         preempted.eval_every, preempted.eval_metrics = 1, ('sigterm',)
         stopped = trainer.train_and_evaluate(preempted, run)
     finally:
-        del trainer.EVALUATORS['sigterm']
+        del anycost.EVALUATORS['sigterm']
     assert int(stopped.step) == 1
     assert not os.path.exists(os.path.join(run, 'anycost')) and not os.path.exists(os.path.join(run, 'generator'))
     state = trainer.train_and_evaluate(_tiny_pipeline(data_dir), run)
@@ -413,8 +412,8 @@ def test_pipeline_runs_its_stages_in_order_and_resumes(data_dir, tmp_path, caplo
     _, last = convert.load_model(os.path.join(run, 'anycost', 'generator'))
     assert_trees_equal(final['params'], last['params'])
     # Stage 2 started from stage 1's EMA generator with sorted channels, not from scratch or unsorted.
-    gen, stage1, _, _ = trainer.load_weights(os.path.join(run, 'multires'))
-    assert trainer.load_weights(run)[1]['params'].keys() == stage1['params'].keys()  # the root loads
+    gen, stage1, _, _ = anycost.load_weights(os.path.join(run, 'multires'))
+    assert anycost.load_weights(run)[1]['params'].keys() == stage1['params'].keys()  # the root loads
     k_sort = jax.random.split(jax.random.fold_in(jax.random.key(second['seed']), 1), 3)[2]  # initial_variables'
     sorted_g = sorting.sort_channels(gen, stage1, k_sort)['params']
 

@@ -2,30 +2,28 @@
 
 ``load_generator(path)`` / ``load_discriminator(path)`` accept
 * an original ``.pt`` file (the full training checkpoint with ``g_ema`` / ``d``, or a bare state dict),
-* one of our model checkpoint directories (written by :func:`save_model`), or
+* one of our model directories (:mod:`anycost_jax.modeldir`), or
 * an ``http(s)://`` URL of either a ``.pt`` file, downloaded once into the cache
   (``$ANYCOST_CACHE`` or ``~/.cache/anycost_jax``).
 
 ``load_encoder(path)`` / ``load_attribute_predictor(path)`` do the same for the original's
 ResNet-50 encoder and CelebA attribute predictor (``{'state_dict': ...}`` checkpoints, see
 :mod:`anycost_jax.convert.resnet`); ``save_original_encoder`` writes an encoder back in that format.
+
+``convert_models`` converts a generator and/or discriminator between the two formats (launch/convert.py).
 """
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import os
-import shutil
-import urllib.parse
-from typing import Any
+from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
 
-from anycost_jax import download
+from anycost_jax import download, elastic, modeldir
 from anycost_jax.convert import original, resnet
-from anycost_jax.convert.original import ConversionError
+from anycost_jax.convert.table import ConversionError
 from anycost_jax.convert.torch_io import load_torch_file, save_torch_file
 from anycost_jax.convert.resnet import encoder_to_state_dict
 from anycost_jax.models.discriminator import Discriminator, DiscriminatorMultiRes
@@ -34,96 +32,41 @@ from anycost_jax.models.generator import Generator
 
 __all__ = ['load_generator', 'load_discriminator', 'save_model', 'load_model', 'save_original', 'resolve_path',
            'ConversionError', 'load_torch_file', 'save_torch_file', 'add_mean_style', 'load_encoder',
-           'load_attribute_predictor', 'encoder_to_state_dict', 'save_original_encoder']
+           'load_attribute_predictor', 'encoder_to_state_dict', 'save_original_encoder', 'KINDS', 'SUBDIRS',
+           'parse_keys', 'describe', 'convert_models']
 
-_MODEL_CLASSES = {c.__name__: c for c in (Generator, Discriminator, DiscriminatorMultiRes, ResNet50Encoder,
-                                          AttributePredictor)}
-_MODEL_FILE = 'model.json'
-_VARIABLES_DIR = 'variables'
+# Our model-directory format lives in anycost_jax.modeldir; these names keep the callers of convert working.
+save_model = modeldir.save
+load_model = modeldir.load
 MEAN_STYLE_SAMPLES = 10000  # what the original demo and metrics average over
+_OFFLINE_ADVICE = ('The original authors\' hosted weights are offline; download the .pt file yourself and pass '
+                   'its local path')
 
 
-# --------------------------------------------------------------------------- paths and downloads
-
-
-def _download(url: str) -> str:
-    """Downloads ``url`` once into the cache and returns the local path."""
-    name = os.path.basename(urllib.parse.urlparse(url).path) or 'download'
-    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
-    dest = os.path.join(download.cache_dir(), f'{digest}-{name}')
-    if not os.path.exists(dest):
-        download.download(url, dest, advice='The original authors\' hosted weights are offline; download the .pt '
-                                            'file yourself and pass its local path')
-    return dest
+# --------------------------------------------------------------------------- paths
 
 
 def resolve_path(path: str) -> str:
     """A local path for ``path``, downloading URLs into the cache."""
     path = os.fspath(path)
     if path.startswith(('http://', 'https://')):
-        return _download(path)
+        return download.cached(path, advice=_OFFLINE_ADVICE)
     if not os.path.exists(path):
         raise FileNotFoundError(f'checkpoint {path!r} does not exist; expected an original Anycost/StyleGAN2 .pt '
                                 f'file (with key "g_ema" / "d" or a bare state dict), one of our model '
-                                f'directories (with {_MODEL_FILE}), or an http(s) URL')
+                                f'directories (with {modeldir.MODEL_FILE}), or an http(s) URL')
     return path
 
 
-# --------------------------------------------------------------------------- our checkpoints
-
-
-def _module_config(module) -> dict:
-    fields = {f: getattr(module, f) for f in module.__dataclass_fields__ if f not in ('parent', 'name')}
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
-
-
-def save_model(path: str, module, variables: dict) -> str:
-    """Writes a model directory: ``model.json`` (class + constructor) and Orbax ``variables/``.
-
-    With several JAX processes every process must call it (Orbax synchronizes them); process 0
-    writes the files.
-    """
-    import orbax.checkpoint as ocp
-    from jax.experimental import multihost_utils
-    path = os.path.abspath(path)
-    primary = jax.process_index() == 0
-    if primary and os.path.exists(path):
-        ours = os.path.isdir(path) and (not os.listdir(path) or os.path.exists(os.path.join(path, _MODEL_FILE)))
-        if not ours:  # never delete a file or a directory of something else
-            raise FileExistsError(f'save_model: {path!r} exists and is not a model directory (no {_MODEL_FILE}); '
-                                  f'refusing to overwrite it, pass a new or empty directory')
-        shutil.rmtree(path)
-    if primary:
-        os.makedirs(path)
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(f'save_model:{path}')
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(os.path.join(path, _VARIABLES_DIR), jax.tree.map(np.asarray, variables))
-        ckptr.wait_until_finished()
-    if primary:
-        with open(os.path.join(path, _MODEL_FILE), 'w') as f:
-            json.dump({'class': type(module).__name__, 'config': _module_config(module)}, f, indent=1)
-    return path
-
-
-def load_model(path: str):
-    """Reads a directory written by :func:`save_model`: ``(module, variables)``."""
-    import orbax.checkpoint as ocp
-    meta_path = os.path.join(path, _MODEL_FILE)
-    if not os.path.exists(meta_path):
-        raise ConversionError(f'{path!r} is a directory without {_MODEL_FILE}: not a model saved by '
-                              f'anycost_jax.convert.save_model (or launch/convert.py)')
-    with open(meta_path) as f:
-        meta = json.load(f)
-    cls = _MODEL_CLASSES.get(meta.get('class'))
-    if cls is None:
-        raise ConversionError(f'{meta_path}: unknown model class {meta.get("class")!r}; expected one of '
-                              f'{sorted(_MODEL_CLASSES)}')
-    cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in meta['config'].items()}
-    module = cls(**cfg)
-    with ocp.StandardCheckpointer() as ckptr:
-        variables = ckptr.restore(os.path.join(os.path.abspath(path), _VARIABLES_DIR))
-    return module, jax.tree.map(np.asarray, variables)
+def _load_dir(path: str, local: str, kind: str, classes):
+    """``(module, variables)`` of our model directory ``local``, which must hold one of ``classes``."""
+    try:
+        module, variables = modeldir.load(local)
+    except modeldir.ModelDirError as e:
+        raise ConversionError(str(e)) from e
+    if not isinstance(module, classes):
+        raise ConversionError(f'{path!r} holds a {type(module).__name__}, not a {kind}')
+    return module, variables
 
 
 # --------------------------------------------------------------------------- original checkpoints
@@ -155,10 +98,7 @@ def add_mean_style(gen: Generator, variables: dict, n_sample: int = MEAN_STYLE_S
 def _load(path: str, kind: str, key: str, probe: str, from_sd, classes):
     local = resolve_path(path)
     if os.path.isdir(local):
-        module, variables = load_model(local)
-        if not isinstance(module, classes):
-            raise ConversionError(f'{path!r} holds a {type(module).__name__}, not a {kind}')
-        return module, variables
+        return _load_dir(path, local, kind, classes)
     obj = load_torch_file(local)
     return from_sd(_state_dict(obj, key, path, probe))
 
@@ -200,10 +140,7 @@ def save_original(path: str, generator=None, g_variables=None, discriminator=Non
 def _load_resnet(path: str, kind: str, key: str, from_sd, cls):
     local = resolve_path(path)
     if os.path.isdir(local):
-        module, variables = load_model(local)
-        if not isinstance(module, cls):
-            raise ConversionError(f'{path!r} holds a {type(module).__name__}, not a {kind}')
-        return module, variables
+        return _load_dir(path, local, kind, cls)
     return from_sd(resnet.pick_state_dict(load_torch_file(local), key, path))
 
 
@@ -223,3 +160,91 @@ def load_attribute_predictor(path: str, key: str = 'state_dict'):
 def save_original_encoder(path: str, encoder: ResNet50Encoder, variables: dict) -> None:
     """Writes ``{'state_dict': ...}`` as the original's encoder checkpoints (``models.get_pretrained``)."""
     save_torch_file({'state_dict': encoder_to_state_dict(encoder, variables)}, path)
+
+
+# --------------------------------------------------------------------------- format conversion
+
+KINDS = ('generator', 'discriminator')
+DEFAULT_KEYS = {'generator': 'g_ema', 'discriminator': 'd'}
+SUBDIRS = {'generator': 'generator', 'discriminator': 'discriminator'}  # of an output holding both
+
+
+def parse_keys(what: str, key: Optional[str] = None) -> dict[str, str]:
+    """``{kind: checkpoint key}`` of the models to convert.
+
+    Args:
+      what: 'generator', 'discriminator' or 'both'.
+      key: None (the defaults g_ema / d), one key, or with 'both' "G" (the generator's) or "G,D".
+    """
+    if what not in KINDS + ('both',):
+        raise ValueError(f'what={what!r} is not supported; expected one of {KINDS + ("both",)}')
+    kinds = list(KINDS) if what == 'both' else [what]
+    given = [k.strip() for k in key.split(',')] if key else []
+    if len(given) > len(kinds) or any(not k for k in given):
+        raise ValueError(f'key={key!r}: expected {"one key" if len(kinds) == 1 else "G or G,D"} for what={what!r}')
+    return {kind: given[i] if i < len(given) else DEFAULT_KEYS[kind] for i, kind in enumerate(kinds)}
+
+
+def _leaves(tree):
+    if isinstance(tree, dict):
+        for v in tree.values():
+            yield from _leaves(v)
+    else:
+        yield tree
+
+
+def describe(module, variables) -> str:
+    """One line: class, resolution, widths and parameter count of a generator or discriminator."""
+    n_params = sum(int(np.size(a)) for a in _leaves(variables.get('params', {})))
+    if isinstance(module, Generator):
+        widths = f'widths {module.full_channels()}, style_dim {module.style_dim}, n_mlp {module.n_mlp}'
+    else:
+        ch = elastic.channels_per_resolution(module.channel_multiplier, module.channel_max)
+        res = elastic.resolutions_up_to(module.resolution)[::-1]
+        widths = f'widths {[ch[r] for r in res]} (resolution {res[0]} -> 4)'
+        if isinstance(module, DiscriminatorMultiRes):
+            widths += f', inputs {list(module.input_resolutions)}, modulate {module.modulate}'
+    return f'{type(module).__name__} {module.resolution}x{module.resolution}: {widths}; {n_params:,} parameters'
+
+
+def convert_models(inputs: dict[str, str], output: str, keys: Optional[dict[str, str]] = None,
+                   log: Callable[[str], Any] = print) -> list[str]:
+    """Loads a generator and/or discriminator and writes them in the other format.
+
+    Args:
+      inputs: ``{kind: original .pt, URL or our model directory}`` for the kinds to convert.
+      output: a path ending in ``.pt`` (one original-format checkpoint), or our model directory
+        (with both kinds: ``OUTPUT/generator`` and ``OUTPUT/discriminator``).
+      keys: ``{kind: checkpoint key}`` (default g_ema / d), see :func:`parse_keys`.
+      log: receives one line per model found and per file written.
+    Returns:
+      The paths written.
+    """
+    if not output or not inputs or not all(inputs.values()):
+        raise ValueError(f'inputs={inputs!r} and output={output!r}: both are required')
+    keys = {kind: (keys or {}).get(kind, DEFAULT_KEYS[kind]) for kind in inputs}
+    to_pt = output.endswith('.pt')
+    models = {}
+    for kind, src in inputs.items():
+        k = keys[kind]
+        if kind == 'generator':
+            # w_avg is only kept in our format; the original stores no such thing
+            module, variables = load_generator(src, key=k, mean_style=not to_pt)
+        else:
+            module, variables = load_discriminator(src, key=k)
+        is_dir = os.path.isdir(src)
+        log(f'found {kind} in {src}{"" if is_dir else f" (key {k!r})"}: {describe(module, variables)}')
+        models[kind] = (module, variables)
+    if to_pt:
+        g, d = models.get('generator', (None, None)), models.get('discriminator', (None, None))
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        save_original(output, generator=g[0], g_variables=g[1], discriminator=d[0], d_variables=d[1])
+        log(f'wrote {" and ".join(keys)} to {output} (original format: '
+            f'{", ".join(["g_ema"] * ("generator" in models) + ["d"] * ("discriminator" in models))})')
+        return [output]
+    written = []
+    for kind, (module, variables) in models.items():
+        dest = os.path.join(output, SUBDIRS[kind]) if len(models) > 1 else output
+        written.append(modeldir.save(dest, module, variables))
+        log(f'wrote {kind} to {written[-1]}')
+    return written

@@ -1,50 +1,37 @@
 """Maps the original PyTorch state dicts onto our parameter trees, and back.
 
-One table per model lists ``(torch key, our path, layout)``; the layout names the transpose
-between PyTorch's (out, in, kh, kw) / NCHW conventions and ours (kh, kw, in, out) / NHWC.
-The same table drives both directions, so import and export cannot drift apart. The model's
-hyper-parameters are read off the tensor shapes; anything unexpected (missing or extra keys,
-shapes, a blur kernel other than the default) is an error that lists what was expected.
+One table per model (see :mod:`anycost_jax.convert.table`) lists ``(torch key, our path, layout)``;
+the layout names the transpose between PyTorch's (out, in, kh, kw) / NCHW conventions and ours
+(kh, kw, in, out) / NHWC. The model's hyper-parameters are read off the tensor shapes; anything
+unexpected (missing or extra keys, shapes, a blur kernel other than the default) is an error that
+lists what was expected.
 """
 from __future__ import annotations
-
-from typing import Callable
 
 import jax
 import numpy as np
 
 from anycost_jax import elastic
+from anycost_jax.convert import table as table_lib
+from anycost_jax.convert.table import ConversionError, flatten_linear
 from anycost_jax.models.discriminator import Discriminator, DiscriminatorMultiRes
 from anycost_jax.models.generator import Generator
 from anycost_jax.nn.upfirdn import make_kernel
 
-# layout -> (torch -> ours, ours -> torch)
-_LAYOUTS: dict[str, tuple[Callable, Callable]] = {
-    'same': (lambda a: a, lambda a: a),
-    'linear': (lambda a: a.T, lambda a: a.T),  # [out, in] <-> [in, out]
-    'conv': (lambda a: a.transpose(2, 3, 1, 0), lambda a: a.transpose(3, 2, 0, 1)),  # OIHW <-> HWIO
-    'modconv': (lambda a: a[0].transpose(2, 3, 1, 0), lambda a: a.transpose(3, 2, 0, 1)[None]),
-    'const': (lambda a: a.transpose(0, 2, 3, 1), lambda a: a.transpose(0, 3, 1, 2)),  # NCHW <-> NHWC
-    'rgb_bias': (lambda a: a.reshape(3), lambda a: a.reshape(1, 3, 1, 1)),
-}
+__all__ = ['ConversionError', 'generator_table', 'discriminator_table', 'infer_generator', 'infer_discriminator',
+           'from_state_dict', 'to_state_dict', 'generator_from_state_dict', 'generator_to_state_dict',
+           'discriminator_from_state_dict', 'discriminator_to_state_dict']
 
-
-def _flatten_linear(channels: int):
-    """The first FC after the 4x4 head: the original flattens (c, h, w), we flatten (h, w, c)."""
-    to_ours = lambda a: a.reshape(a.shape[0], channels, 4, 4).transpose(2, 3, 1, 0).reshape(-1, a.shape[0])
-    to_torch = lambda a: a.reshape(4, 4, channels, -1).transpose(3, 2, 0, 1).reshape(a.shape[1], -1)
-    return to_ours, to_torch
-
-
-class ConversionError(ValueError):
-    pass
+# The StyleGAN2-specific layouts; the generic ones ('same', 'linear', 'conv') are the engine's.
+_MODCONV = (lambda a: a[0].transpose(2, 3, 1, 0), lambda a: a.transpose(3, 2, 0, 1)[None])  # [1, O, I, k, k]
+_RGB_BIAS = (lambda a: a.reshape(3), lambda a: a.reshape(1, 3, 1, 1))
 
 
 # --------------------------------------------------------------------------- generator
 
 
 def _modconv_entries(tk: str, ours: tuple) -> list:
-    return [(f'{tk}.conv.weight', ours + ('conv', 'kernel'), 'modconv'),
+    return [(f'{tk}.conv.weight', ours + ('conv', 'kernel'), _MODCONV),
             (f'{tk}.conv.modulation.weight', ours + ('conv', 'modulation', 'kernel'), 'linear'),
             (f'{tk}.conv.modulation.bias', ours + ('conv', 'modulation', 'bias'), 'same')]
 
@@ -57,16 +44,16 @@ def _styled_entries(tk: str, ours: tuple) -> list:
 def generator_table(gen: Generator) -> list:
     t = [(f'style.{i + 1}.{p}', ('params', 'mapping', f'dense_{i}', q), lay)
          for i in range(gen.n_mlp) for p, q, lay in (('weight', 'kernel', 'linear'), ('bias', 'bias', 'same'))]
-    t.append(('input.input', ('params', 'input', 'const'), 'const'))
+    t.append(('input.input', ('params', 'input', 'const'), 'nchw'))
     t += _styled_entries('conv1', ('params', 'conv1'))
     t += _modconv_entries('to_rgb1', ('params', 'to_rgb1')) + [('to_rgb1.bias', ('params', 'to_rgb1', 'bias'),
-                                                                'rgb_bias')]
+                                                                _RGB_BIAS)]
     for b in range(len(gen.output_resolutions) - 1):
         for j in (2 * b, 2 * b + 1):
             t += _styled_entries(f'convs.{j}', ('params', f'convs_{j}'))
         t += _modconv_entries(f'to_rgbs.{b}', ('params', f'to_rgbs_{b}'))
-        t.append((f'to_rgbs.{b}.bias', ('params', f'to_rgbs_{b}', 'bias'), 'rgb_bias'))
-    t += [(f'noises.noise_{i}', ('noise', f'noise_{i}'), 'const') for i in range(gen.num_layers)]
+        t.append((f'to_rgbs.{b}.bias', ('params', f'to_rgbs_{b}', 'bias'), _RGB_BIAS))
+    t += [(f'noises.noise_{i}', ('noise', f'noise_{i}'), 'nchw') for i in range(gen.num_layers)]
     return t
 
 
@@ -137,7 +124,7 @@ def discriminator_table(disc) -> list:
     n_blocks = elastic.log2_resolution(disc.resolution) - 2
     head = [('final_conv.0.weight', ('params', 'head', 'final_conv', 'conv', 'kernel'), 'conv'),
             ('final_conv.1.bias', ('params', 'head', 'final_conv', 'bias'), 'same'),
-            ('final_linear.0.weight', ('params', 'head', 'final_linear_0', 'kernel'), _flatten_linear(ch[4])),
+            ('final_linear.0.weight', ('params', 'head', 'final_linear_0', 'kernel'), flatten_linear(ch[4])),
             ('final_linear.0.bias', ('params', 'head', 'final_linear_0', 'bias'), 'same'),
             ('final_linear.1.weight', ('params', 'head', 'final_linear_1', 'kernel'), 'linear'),
             ('final_linear.1.bias', ('params', 'head', 'final_linear_1', 'bias'), 'same')]
@@ -199,58 +186,21 @@ def _require(sd: dict, keys: list, what: str) -> None:
         raise ConversionError(f'expected the state dict of {what}; keys {missing} are missing (found: {sample}, ...)')
 
 
-def _layout(lay):
-    return _LAYOUTS[lay] if isinstance(lay, str) else lay
-
-
-def _set(tree: dict, path: tuple, value) -> None:
-    for p in path[:-1]:
-        tree = tree.setdefault(p, {})
-    tree[path[-1]] = value
-
-
-def _get(tree: dict, path: tuple):
-    for p in path:
-        tree = tree[p]
-    return tree
-
-
 def from_state_dict(model, sd: dict, table: list, buffers: dict, shapes: dict) -> dict:
-    """Converts a torch state dict (numpy values) into our variables; strict in both directions."""
-    sd = {k: np.asarray(v) for k, v in sd.items()}
-    known = {t[0] for t in table} | set(buffers)
-    missing = sorted(k for k in known if k not in sd)
-    extra = sorted(k for k in sd if k not in known)
-    if missing or extra:
-        def some(keys):
-            return f'{keys[:10]}' + (f' ... ({len(keys)} in all)' if len(keys) > 10 else '')
-        raise ConversionError(f'state dict does not match {type(model).__name__}(resolution={model.resolution}): '
-                              f'missing keys {some(missing)}, unexpected keys {some(extra)}')
-    for k, ref in buffers.items():
-        if sd[k].shape != ref.shape or not np.allclose(sd[k], ref, atol=1e-6):
-            raise ConversionError(f'buffer {k} holds a blur kernel other than {list(model.blur_kernel)}; '
-                                  f'build the model with the matching blur_kernel')
-    out: dict = {}
-    for tk, path, lay in table:
-        value = np.ascontiguousarray(_layout(lay)[0](sd[tk])).astype(np.float32)
-        want = tuple(_get(shapes, path).shape)
-        if value.shape != want:
-            raise ConversionError(f'{tk}: shape {sd[tk].shape} converts to {value.shape}, expected {want}')
-        _set(out, path, value)
-    return out
+    """Our variables from a torch state dict of ``model``; strict in both directions (see :mod:`.table`)."""
+    return table_lib.from_state_dict(
+        sd, table, shapes, what=f'{type(model).__name__}(resolution={model.resolution})', buffers=buffers,
+        buffer_error=f'holds a blur kernel other than {list(model.blur_kernel)}; build the model with the '
+                     f'matching blur_kernel')
+
+
+def _noise_hint(path: tuple) -> str:
+    return " (pass the full variables, including the 'noise' collection)" if path[0] == 'noise' else ''
 
 
 def to_state_dict(variables: dict, table: list, buffers: dict) -> dict:
-    sd = {}
-    for tk, path, lay in table:
-        try:
-            value = np.asarray(_get(variables, path))
-        except (KeyError, TypeError) as e:
-            hint = " (pass the full variables, including the 'noise' collection)" if path[0] == 'noise' else ''
-            raise ConversionError(f'variables lack {"/".join(path)} (needed for {tk}){hint}') from e
-        sd[tk] = np.ascontiguousarray(_layout(lay)[1](value))
-    sd.update({k: np.ascontiguousarray(v) for k, v in buffers.items()})
-    return sd
+    """The torch state dict (numpy values) of our variables."""
+    return table_lib.to_state_dict(variables, table, buffers=buffers, hint=_noise_hint)
 
 
 def _shapes(model, *args) -> dict:

@@ -3,7 +3,7 @@
 The original's encoder checkpoints (``encoder_<config>.pt``) and attribute predictor
 (``attribute_predictor.pt``) hold ``{'state_dict': ...}`` of a torchvision ``resnet50`` (the
 encoder adds ``mean_latent``), possibly with DataParallel's ``module.`` prefix on every key.
-One table per model lists ``(torch key, our path, layout)`` and drives both directions.
+One table per model (see :mod:`anycost_jax.convert.table`) drives both directions.
 BatchNorm ``weight/bias`` become ``params`` ``scale/bias`` and ``running_mean/running_var`` become
 ``batch_stats`` ``mean/var``; ``num_batches_tracked`` is ignored on import and written as 0 on
 export (torch only reads it when ``momentum=None``). The architecture is read off the shapes:
@@ -18,7 +18,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from anycost_jax.convert.original import ConversionError, _get, _layout, _set
+from anycost_jax.convert import table as table_lib
+from anycost_jax.convert.table import ConversionError
 from anycost_jax.models.encoder import INPUT_SIZE, AttributePredictor, ResNet50Encoder
 
 ORIGINAL_URLS = {
@@ -101,27 +102,10 @@ def infer_trunk(sd: dict, what: str) -> dict:
 
 def _from_state_dict(module, sd: dict, table: list, init_input) -> dict:
     """Strict conversion: every table key present, nothing else but BatchNorm step counters."""
-    sd = {k: v for k, v in sd.items() if not k.endswith(_COUNTER)}
-    known = {tk for tk, _, _ in table}
-    missing = sorted(known - set(sd))
-    extra = sorted(set(sd) - known)
-    if missing or extra:
-        def some(keys):
-            return f'{keys[:10]}' + (f' ... ({len(keys)} in all)' if len(keys) > 10 else '')
-        raise ConversionError(f'state dict does not match {type(module).__name__}(stage_sizes='
-                              f'{tuple(module.stage_sizes)}): missing keys {some(missing)}, unexpected keys '
-                              f'{some(extra)}')
     shapes = jax.eval_shape(lambda x: module.init({'params': jax.random.key(0)}, x), init_input)
-    out: dict = {}
-    for tk, path, lay in table:
-        value = np.asarray(sd[tk])
-        conv = np.ascontiguousarray(_layout(lay)[0](value)).astype(np.float32)
-        want = tuple(_get(shapes, path).shape)
-        if conv.shape != want:
-            raise ConversionError(f'{tk}: shape {value.shape} converts to {conv.shape}, expected {want} for '
-                                  f'{type(module).__name__}')
-        _set(out, path, conv)
-    return out
+    name = type(module).__name__
+    return table_lib.from_state_dict(sd, table, shapes, what=f'{name}(stage_sizes={tuple(module.stage_sizes)})',
+                                     ignore=lambda k: k.endswith(_COUNTER), shape_context=f' for {name}')
 
 
 def _init_input(size: int = INPUT_SIZE):
@@ -159,16 +143,9 @@ def predictor_from_state_dict(sd: dict, pred: AttributePredictor | None = None):
 
 
 def _to_state_dict(variables: dict, table: list) -> dict:
-    sd = {}
-    for tk, path, lay in table:
-        try:
-            value = np.asarray(_get(variables, path))
-        except (KeyError, TypeError) as e:
-            raise ConversionError(f'variables lack {"/".join(path)} (needed for {tk}); pass the full variables '
-                                  f'(params, batch_stats and, for an encoder, stats)') from e
-        sd[tk] = np.ascontiguousarray(_layout(lay)[1](value)).astype(np.float32)
-    sd.update({k: np.array(0, np.int64) for k in _counters(table)})
-    return sd
+    return table_lib.to_state_dict(variables, table, buffers={k: np.array(0, np.int64) for k in _counters(table)},
+                                   dtype=np.float32, hint='; pass the full variables (params, batch_stats and, for '
+                                                          'an encoder, stats)')
 
 
 def encoder_to_state_dict(enc: ResNet50Encoder, variables: dict) -> dict:
@@ -188,6 +165,4 @@ def state_dict_shapes(module) -> dict[str, tuple[int, ...]]:
     size = module.input_size if isinstance(module, ResNet50Encoder) else INPUT_SIZE
     shapes = jax.eval_shape(lambda x: module.init({'params': jax.random.key(0)}, x), _init_input(size))
     table = encoder_table(module) if isinstance(module, ResNet50Encoder) else predictor_table(module)
-    # Layouts are transposes: apply them to zero-stride views to read the torch shapes.
-    return {tk: tuple(_layout(lay)[1](np.broadcast_to(np.float32(0), _get(shapes, path).shape)).shape)
-            for tk, path, lay in table}
+    return table_lib.torch_shapes(table, shapes)

@@ -8,4 +8,7 @@ Submodules:
               the demo's slider map and edit arithmetic (`apply_edits`), a linear-SVM
               `compute_directions` over any classifier, and `color_attributes` for the
               procedural demo model.
+  edit        one latent edited along directions, previewed on a sub-generator (launch/edit.py).
+  editor      the browser editor: its HTTP-free state and API, the server, `load_editor` / `serve`
+              (launch/editor.py).
 """

@@ -37,7 +37,7 @@ import traceback
 import urllib.parse
 from http import server as http_server
 from importlib import resources
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -45,7 +45,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from anycost_jax import download, elastic, render
+from anycost_jax import convert, download, elastic, render
 from anycost_jax.editing import directions as directions_lib
 from anycost_jax.models.generator import Generator
 
@@ -188,7 +188,7 @@ class Editor:
                 raise ValueError(f'direction {k!r} has {v.size} entries; this generator has style_dim '
                                  f'{gen.style_dim} (directions from another model?)')
         self.latents = list(latents)
-        self.preview = (preview_ratio, gen._check_target_res(preview_res or max(gen.output_resolutions[0],
+        self.preview = (preview_ratio, gen.check_target_res(preview_res or max(gen.output_resolutions[0],
                                                                                  gen.top_res // 2)))
         self.max_strength = max_strength
         self.n_layers = n_layers or directions_lib.N_STYLE_TO_CHANGE
@@ -425,3 +425,82 @@ def url_of(server: http_server.ThreadingHTTPServer) -> str:
     if host in ('0.0.0.0', '::', ''):  # listening everywhere: this machine reaches it as localhost
         host = 'localhost'
     return f'http://{host}:{port}/'
+
+
+# --------------------------------------------------------------------------- the launcher's editor
+
+
+def load_editor(generator: str, *, latents: Optional[str] = None, seeds: Sequence[int] = range(8),
+                truncation: float = 0.7, boundaries: Optional[str] = None, directions_cache: Optional[str] = None,
+                attributes: Optional[Sequence[str]] = None, max_strength: Optional[float] = None,
+                preview_ratio: float = 0.25, preview_res: Optional[int] = None, project_steps: int = 50,
+                project_optimizer: str = 'lbfgs', project_sub_g: bool = True, encoder: Optional[str] = None,
+                compile_cache: Optional[str] = None) -> Editor:
+    """An :class:`Editor` as launch/editor.py builds it.
+
+    Args:
+      generator: original .pt, our model directory, or a URL.
+      latents: a folder of .npy w+ (see :func:`folder_latents`); None: sample them from ``seeds``
+        with ``truncation``.
+      boundaries: the original boundary .pt or our .npz (path or URL); None: the procedural demo
+        model's color directions (:func:`color_directions`, cached in ``directions_cache``).
+      attributes: only these directions, in this order (default: all; for the original's boundary
+        file the demo's seven sliders).
+      max_strength: a slider at its end moves w by this x the unit direction (default:
+        :data:`MAX_STRENGTH` with boundaries, :data:`COLOR_MAX_STRENGTH` with color directions).
+      preview_ratio, preview_res: the initial preview sub-generator.
+      project_steps, project_optimizer, project_sub_g, encoder: projection of uploaded images
+        (``encoder``: a converted encoder initializing it).
+      compile_cache: the persistent XLA compilation cache (None: $JAX_COMPILATION_CACHE_DIR if set,
+        else the download cache's xla/; '': none).
+    Raises:
+      EditorError: an attribute that is not among the directions.
+    """
+    cache = compile_cache
+    if cache is None and not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+        cache = os.path.join(download.cache_dir(), 'xla')
+    if cache:
+        jax.config.update('jax_compilation_cache_dir', cache)
+    gen, variables = convert.load_generator(generator)
+    if boundaries:
+        directions = directions_lib.load_boundaries(boundaries)
+    else:
+        directions = color_directions(gen, variables, directions_cache)
+    names = attributes
+    if names is None and all(v in directions for v in directions_lib.DEMO_DIRECTIONS.values()):
+        names = list(directions_lib.DEMO_DIRECTIONS)  # the original's boundary file: the demo's seven sliders
+    if names:
+        try:
+            directions = {a: directions_lib.resolve_direction(directions, a) for a in names}
+        except KeyError as e:
+            raise EditorError(f'--attributes: {e.args[0]}') from None
+    if not max_strength:
+        max_strength = MAX_STRENGTH if boundaries else COLOR_MAX_STRENGTH
+    found = folder_latents(latents, gen) if latents else seed_latents(gen, variables, seeds, truncation)
+    project_kwargs = dict(steps=project_steps, optimizer=project_optimizer, random_subgenerators=project_sub_g)
+    if encoder:
+        project_kwargs['encoder'] = convert.load_encoder(encoder)
+    return Editor(gen, variables, directions, found, preview_ratio=preview_ratio, preview_res=preview_res,
+                  max_strength=max_strength, project_kwargs=project_kwargs)
+
+
+def serve(editor: Editor, host: str = '127.0.0.1', port: int = 0, warmup: bool = True,
+          log: Callable[[str], Any] = functools.partial(print, flush=True)) -> None:
+    """Serves ``editor`` until Ctrl-C, logging its URL once it listens.
+
+    Args:
+      warmup: compile the initial preview and the full render first (the other widths and
+        resolutions in the background), so the first slider move and Finalize wait for none.
+    """
+    if warmup:
+        editor.warmup([editor.preview])
+        editor.warmup_in_background()  # while the page loads
+    server = make_server(editor, host, port)
+    log(f'anycost editor: {len(editor.latents)} latents, {len(editor.directions)} directions; open '
+        f'{url_of(server)}  (Ctrl-C to stop)')
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

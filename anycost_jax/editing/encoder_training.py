@@ -206,7 +206,7 @@ def train_encoder(gen: Generator, g_variables: dict, workdir: str, config: Optio
     workdir holding checkpoints resumes from the latest one. ``history``: per step of this call,
     the dict of float losses (``loss``, ``lpips``, ``mse``, ``latent``).
     """
-    from anycost_jax import convert
+    from anycost_jax import modeldir
     from anycost_jax.checkpoint import Checkpointer
     config = dataclasses.replace(config or EncoderTrainConfig(), **overrides)
     config.check(gen)
@@ -234,7 +234,7 @@ def train_encoder(gen: Generator, g_variables: dict, workdir: str, config: Optio
     def save():
         ckpt.save(int(state['step']), state, {'config': json.loads(json.dumps(dataclasses.asdict(config),
                                                                               default=list))})
-        convert.save_model(os.path.join(workdir, ENCODER_DIR), enc, jax.device_get(encoder_variables(state)))
+        modeldir.save(os.path.join(workdir, ENCODER_DIR), enc, jax.device_get(encoder_variables(state)))
 
     history = []
     start = int(state['step'])

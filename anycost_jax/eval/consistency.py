@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from anycost_jax import elastic
 from anycost_jax.eval.ppl import draw_noise
 from anycost_jax.models.generator import Generator
-from anycost_jax.render import SubConfig
+from anycost_jax.render import SubConfig, grid_configs
 from anycost_jax.models import lpips as lpips_lib
 from anycost_jax.nn.resize import resize_align_corners
 
@@ -117,7 +117,7 @@ class ConsistencyEvaluator:
         ``channels`` may list every elastic layer or only those up to ``res``; layers above
         ``res`` do not run, so they are filled with the full widths.
         """
-        res = int(self.gen._check_target_res(res))
+        res = int(self.gen.check_target_res(res))
         if channels is None:
             return np.asarray(self.full, np.int32), res
         channels = [int(c) for c in channels]
@@ -223,14 +223,9 @@ def labelled(gen: Generator, configs: Union[Mapping[str, SubConfig], Sequence[Su
 
 def uniform_configs(gen: Generator, ratios: Sequence[float] = elastic.RATIOS[::-1],
                     resolutions: Optional[Sequence[int]] = None) -> dict[str, SubConfig]:
-    """Every uniform ratio x resolution (default: the four highest resolutions), labelled ``0.5x@256``;
-    an unknown ratio or a resolution the generator cannot emit is an error here, before any work."""
-    resolutions = list(resolutions or gen.output_resolutions[::-1][:4])
-    for r in ratios:
-        elastic.check_ratio(r)
-    for res in resolutions:
-        gen._check_target_res(res)
-    return labelled(gen, [SubConfig(channel_ratio=float(r), target_res=int(res)) for r in ratios for res in resolutions])
+    """Every uniform ratio x resolution (:func:`anycost_jax.render.grid_configs`, ratio-major), labelled
+    ``0.5x@256``."""
+    return labelled(gen, [c for row in grid_configs(gen, ratios, resolutions) for c in row])
 
 
 def consistency(gen: Generator, variables: dict, configs: Union[Mapping[str, SubConfig], Sequence[SubConfig]],

@@ -125,7 +125,7 @@ def evaluate(gen: Generator, variables: dict, metrics: Sequence[str], configs: M
     res_of = {k: c.target_res or gen.top_res for k, c in configs.items()}
     for c in configs.values():  # every argument error before any work
         gen.resolve_channels(c.channel_ratio, c.channels)
-        gen._check_target_res(c.target_res)
+        gen.check_target_res(c.target_res)
     results: dict[str, dict] = {k: {} for k in configs}
     if 'macs' in metrics:
         for k, c in configs.items():

@@ -45,7 +45,8 @@ from scipy import linalg
 from anycost_jax import sharding
 from anycost_jax.models.generator import Generator
 from anycost_jax.sharding import AXIS
-from anycost_jax.models.inception import INPUT_SIZE, load_inception, resize_bilinear
+from anycost_jax.convert.inception import load_inception
+from anycost_jax.models.inception import INPUT_SIZE, resize_bilinear
 from anycost_jax.render import SubConfig
 
 __all__ = ['FIDStats', 'FeatureExtractor', 'frechet_distance', 'real_stats', 'fake_features', 'fid_for_configs',
@@ -231,7 +232,7 @@ class FeatureExtractor:
     """Sharded image embedding: NHWC float images in [-1, 1], any size -> float32 [N, D].
 
     ``FeatureExtractor()`` loads pytorch-fid's FID Inception (downloaded once, see
-    :func:`anycost_jax.models.inception.inception_weights`; ``weights`` takes a local file or
+    :func:`anycost_jax.convert.inception.inception_weights`; ``weights`` takes a local file or
     URL). Any other Flax ``model`` with its ``variables`` can stand in (``model.apply(variables,
     x) -> [N, D]``); images are resized to ``input_size`` (None: as they are) in a per-size
     program before the trunk, so the trunk compiles once whatever the image sizes.
@@ -419,8 +420,6 @@ def _as_config(c) -> SubConfig:
 
 def config_label(gen: Generator, cfg: SubConfig) -> str:
     """``'{ratio}x@{res}'`` (``'1.0x@...'`` for the full width, ``'flexible@...'`` for per-layer widths)."""
-    if cfg.channel_ratio is None and cfg.channels is None:
-        return f'1.0x@{cfg.target_res or gen.top_res}'
     return cfg.label(gen)
 
 
@@ -435,11 +434,6 @@ def _labels(gen: Generator, configs: Sequence[SubConfig]) -> list[str]:
     return out
 
 
-def _noise_shapes(gen: Generator) -> list[tuple[int, int]]:
-    # One noise input per convolution: conv1 at 4 px, then two per resolution from 8 up.
-    return [(r, r) for r in gen.output_resolutions for _ in range(2)][1:]
-
-
 def sample_latents(gen: Generator, seed, indices, noise: bool = True):
     """``(z [n, style_dim], noise list | None)`` of samples ``indices``: sample i from ``fold_in(key(seed), i)``.
 
@@ -452,7 +446,7 @@ def sample_latents(gen: Generator, seed, indices, noise: bool = True):
     if not noise:
         return z, None
     out = []
-    for layer, hw in enumerate(_noise_shapes(gen)):
+    for layer, hw in enumerate(gen.noise_shapes()):
         out.append(jax.vmap(lambda k, hw=hw, layer=layer: jax.random.normal(jax.random.fold_in(k, layer + 1),
                                                                              hw + (1,)))(keys))
     return z, out
@@ -491,7 +485,7 @@ def fake_features(gen: Generator, variables: dict, configs: Sequence[Any], n_ima
         raise ValueError('no sub-generator configs given')
     for c in cfgs:  # validate every config before any work
         gen.resolve_channels(c.channel_ratio, c.channels)
-        gen._check_target_res(c.target_res)
+        gen.check_target_res(c.target_res)
     ext = _extractor(extractor)
     batch = _round_batch(batch_size, gen.top_res, gen)
     n_proc, proc = jax.process_count(), jax.process_index()

@@ -132,14 +132,9 @@ def _render_program(style_fn, image_fn, batch_size, style_dim, eps, sampling, cr
     return jax.jit(batch)
 
 
-def noise_shapes(gen: Generator) -> list[tuple[int, int, int, int]]:
-    """``[1, r, r, 1]`` for every noise input of ``gen`` (conv1, then two per resolution)."""
-    return [(1, r, r, 1) for r in gen.output_resolutions for _ in range(2)][1:]
-
-
 def draw_noise(gen: Generator, key: Array) -> list[Array]:
-    """One noise map per noise input, shared by every image of a batch (``make_noise``)."""
-    return [jax.random.normal(jax.random.fold_in(key, i), s) for i, s in enumerate(noise_shapes(gen))]
+    """One noise map ``[1, h, w, 1]`` per noise input, shared by every image of a batch (``make_noise``)."""
+    return [jax.random.normal(jax.random.fold_in(key, i), (1, *hw, 1)) for i, hw in enumerate(gen.noise_shapes())]
 
 
 def ppl_distances(gen: Generator, variables: dict, n_sample: int = 100_000, batch_size: int = 16, *,
@@ -155,7 +150,7 @@ def ppl_distances(gen: Generator, variables: dict, n_sample: int = 100_000, batc
     if space != 'w':
         raise ValueError(f"space={space!r} is not supported; only 'w' (the original's z branch is unimplemented)")
     gen.resolve_channels(channel_ratio, channels)  # validate before compiling anything
-    res = gen._check_target_res(target_res)
+    res = gen.check_target_res(target_res)
     if crop:
         res = 4 * (res // 8)
     lpips_lib.check_resolution(res // max(1, res // BOX_RES), 'the PPL image')

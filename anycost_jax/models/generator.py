@@ -136,13 +136,19 @@ class Generator(nn.Module):
                 raise ValueError(f'channel_masks[{i}] has {m.shape[-1]} channels, expected the full width {f}')
         return [jnp.asarray(m, jnp.float32) for m in channel_masks]
 
-    def _check_target_res(self, target_res) -> int:
+    def check_target_res(self, target_res) -> int:
+        """``target_res`` if this generator can emit it, the top resolution for None; else a ValueError."""
         if target_res is None:
             return self.top_res
         if target_res not in self.output_resolutions:
             raise ValueError(f'target_res={target_res!r} cannot be emitted by this generator; expected one of '
                              f'{self.output_resolutions} (or None for {self.top_res})')
         return target_res
+
+
+    def noise_shapes(self) -> list[tuple[int, int]]:
+        """``(h, w)`` of every noise input: conv1 at 4 px, then two per resolution from 8 up."""
+        return [(r, r) for r in self.output_resolutions for _ in range(2)][1:]
 
     def _expand_styles(self, w: Array, inject_index) -> Array:
         n = self.n_style
@@ -164,7 +170,7 @@ class Generator(nn.Module):
         return w
 
     def _noise(self, noise_mode, noise, batch) -> list[Array]:
-        shapes = [(r, r) for r in self.output_resolutions for _ in range(2)][1:]
+        shapes = self.noise_shapes()
         if noise is not None:
             if len(noise) < len(shapes):
                 raise ValueError(f'noise has {len(noise)} arrays, expected {len(shapes)} (one per noise layer)')
@@ -223,7 +229,7 @@ class Generator(nn.Module):
                              f'[N, k, {self.style_dim}] with k in (1, 2, {self.n_style})')
         widths = self.resolve_channels(channel_ratio, channels, channel_masks)
         masks = self._masks(channel_masks)
-        target_res = self._check_target_res(target_res)
+        target_res = self.check_target_res(target_res)
         w = styles if input_is_style else self.mapping(styles)
         if truncation < 1:
             if truncation_style is None:

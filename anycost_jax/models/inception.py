@@ -18,35 +18,20 @@ Input: NHWC float images in [-1, 1], any size. As the Anycost original uses it
 like ``F.interpolate``) and is *not* rescaled: pytorch-fid's ``normalize_input`` maps [0, 1] to
 [-1, 1], which our input already is.
 
-Weights: :func:`load_inception` reads the ported state dict without torch (via
-:mod:`anycost_jax.convert.torch_io`) from a local file, or downloads the official file once into
-the cache (``$ANYCOST_CACHE``, default ``~/.cache/anycost_jax``) and checks its sha256 prefix.
+Weights: :func:`anycost_jax.convert.inception.load_inception` reads the ported state dict.
 """
 from __future__ import annotations
 
-import functools
-import hashlib
-import os
-import re
-import urllib.parse
 from typing import Optional
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from anycost_jax import download
+__all__ = ['InceptionV3', 'resize_bilinear', 'FEATURE_DIM', 'INPUT_SIZE']
 
-__all__ = ['InceptionV3', 'resize_bilinear', 'load_inception', 'inception_weights', 'variables_from_state_dict',
-           'state_dict_shapes', 'FID_WEIGHTS_URL', 'FEATURE_DIM', 'INPUT_SIZE']
-
-FID_WEIGHTS_URL = ('https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/'
-                   'pt_inception-2015-12-05-6726825d.pth')
 FEATURE_DIM = 2048
 INPUT_SIZE = 299
-# torch.hub's convention: a file named ``<name>-<sha256 prefix>.<ext>`` carries its hash prefix.
-_HASH_IN_NAME = re.compile(r'-([0-9a-f]{8,64})\.[^-]*$')
 
 
 # --------------------------------------------------------------------------- resizing
@@ -237,129 +222,3 @@ class InceptionV3(nn.Module):
         x = FIDInceptionE(max_pool=False, precision=p, name='Mixed_7b')(x)
         x = FIDInceptionE(max_pool=True, precision=p, name='Mixed_7c')(x)
         return jnp.mean(x, axis=(1, 2))
-
-
-# --------------------------------------------------------------------------- weights
-
-
-@functools.lru_cache(maxsize=None)
-def _variable_shapes() -> dict:
-    model = InceptionV3(resize_input=False)
-    return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, INPUT_SIZE, INPUT_SIZE, 3))))
-
-
-_TORCH_LEAF = {('conv', 'weight'): ('params', 'kernel'), ('bn', 'weight'): ('params', 'scale'),
-               ('bn', 'bias'): ('params', 'bias'), ('bn', 'running_mean'): ('batch_stats', 'mean'),
-               ('bn', 'running_var'): ('batch_stats', 'var')}
-_OUR_LEAF = {v: k for k, v in _TORCH_LEAF.items()}
-# In the ported file but not part of the feature network: the 1008-way classifier and BN step counters.
-_IGNORED = re.compile(r'^(fc\.|AuxLogits\.)|\.num_batches_tracked$')
-
-
-def _flat(tree, prefix=()):
-    for k, v in tree.items():
-        if isinstance(v, dict) or hasattr(v, 'items'):
-            yield from _flat(v, prefix + (k,))
-        else:
-            yield prefix + (k,), v
-
-
-def state_dict_shapes() -> dict[str, tuple[int, ...]]:
-    """``{pytorch-fid state-dict key: torch shape}`` of every tensor the feature network uses."""
-    out = {}
-    for path, leaf in _flat(_variable_shapes()):
-        collection, *modules, conv_or_bn, name = path
-        tk, tname = _OUR_LEAF[(collection, name)]
-        assert tk == conv_or_bn, path
-        shape = leaf.shape
-        if name == 'kernel':  # HWIO -> OIHW
-            shape = (shape[3], shape[2], shape[0], shape[1])
-        out['.'.join(modules + [conv_or_bn, tname])] = tuple(shape)
-    return dict(sorted(out.items()))
-
-
-def variables_from_state_dict(sd) -> dict:
-    """Flax variables (``params`` and ``batch_stats``) from pytorch-fid's Inception state dict.
-
-    Convolution kernels go from OIHW to HWIO; BatchNorm ``weight/bias/running_mean/running_var``
-    become ``scale/bias`` (params) and ``mean/var`` (batch_stats). The classifier (``fc.*``) and
-    ``num_batches_tracked`` are ignored; anything else missing, extra or misshaped is an error.
-    """
-    if not isinstance(sd, dict) and hasattr(sd, 'items'):
-        sd = dict(sd.items())
-    if isinstance(sd, dict) and 'state_dict' in sd and not any(k.endswith('.weight') for k in sd):
-        sd = sd['state_dict']
-    expected = state_dict_shapes()
-    used = {k: v for k, v in sd.items() if not _IGNORED.search(k)}
-    missing = sorted(set(expected) - set(used))
-    extra = sorted(set(used) - set(expected))
-    if missing or extra:
-        raise ValueError('not a pytorch-fid FID Inception state dict (pt_inception-2015-12-05): '
-                         f'{len(missing)} missing keys {missing[:5]}, {len(extra)} unexpected keys {extra[:5]}')
-    variables: dict = {}
-    for key, shape in expected.items():
-        value = np.asarray(used[key])
-        if tuple(value.shape) != shape:
-            raise ValueError(f'{key} has shape {tuple(value.shape)}, expected {shape}')
-        *modules, conv_or_bn, tname = key.split('.')
-        collection, name = _TORCH_LEAF[(conv_or_bn, tname)]
-        value = value.astype(np.float32)
-        if name == 'kernel':
-            value = value.transpose(2, 3, 1, 0)
-        node = variables.setdefault(collection, {})
-        for m in modules + [conv_or_bn]:
-            node = node.setdefault(m, {})
-        node[name] = value
-    return variables
-
-
-def _expected_hash(path_or_name: str) -> Optional[str]:
-    m = _HASH_IN_NAME.search(os.path.basename(path_or_name))
-    return m.group(1) if m else None
-
-
-def inception_weights(path_or_url: Optional[str] = None, cache_dir: Optional[str] = None) -> str:
-    """A local path of the FID Inception weights, downloading them once if needed.
-
-    ``path_or_url``: a local ``.pth`` file (used as is), an ``http(s)://`` URL, or None for the
-    official pytorch-fid release (:data:`FID_WEIGHTS_URL`). A URL is downloaded into
-    ``cache_dir`` (default ``$ANYCOST_CACHE`` or ``~/.cache/anycost_jax``) under its file name
-    and reused afterwards. Files named like torch.hub's ``<name>-<sha256 prefix>.<ext>`` (the
-    official one ends in ``-6726825d.pth``) are checked against that prefix, both after a
-    download (a mismatch caches nothing) and when a local file carries the official name.
-    """
-    url = FID_WEIGHTS_URL if path_or_url is None else os.fspath(path_or_url)
-    if not url.startswith(('http://', 'https://')):
-        path = os.path.expanduser(url)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f'FID Inception weights {path!r} do not exist; download {FID_WEIGHTS_URL} '
-                                    'and pass its path (or pass None to download it into the cache)')
-        if os.path.basename(path) == os.path.basename(FID_WEIGHTS_URL):
-            _check_hash(path, _expected_hash(path))
-        return path
-    name = os.path.basename(urllib.parse.urlparse(url).path) or 'download'
-    expected = _expected_hash(name)
-    if expected is None:  # no hash in the name: keep URLs with the same file name apart
-        name = f'{hashlib.sha256(url.encode()).hexdigest()[:12]}-{name}'
-    dest = os.path.join(os.path.expanduser(os.fspath(cache_dir)) if cache_dir is not None else download.cache_dir(),
-                        name)
-    if not os.path.exists(dest):
-        download.download(url, dest, expected_sha256=expected,
-                          advice=f'Download that file on a machine with network access and put it at {dest} (or '
-                                 'pass its local path, or point $ANYCOST_CACHE at the folder holding it)')
-    return dest
-
-
-def _check_hash(path: str, expected: Optional[str]) -> None:
-    if expected is not None and not (digest := download.sha256(path)).startswith(expected):
-        raise OSError(f'{path} is corrupt: its sha256 is {digest[:16]}..., its name says {expected}...; '
-                      f'delete it and download {FID_WEIGHTS_URL} again')
-
-
-def load_inception(path_or_url: Optional[str] = None, cache_dir: Optional[str] = None,
-                   resize_input: bool = True, precision: Optional[str] = 'highest'):
-    """``(InceptionV3 module, variables)`` with pytorch-fid's FID weights (see :func:`inception_weights`)."""
-    from anycost_jax.convert.torch_io import load_torch_file
-    path = inception_weights(path_or_url, cache_dir)
-    variables = variables_from_state_dict(load_torch_file(path))
-    return InceptionV3(resize_input=resize_input, precision=precision), variables

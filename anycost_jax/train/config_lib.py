@@ -23,7 +23,6 @@ import copy
 import ml_collections
 from ml_collections import config_dict
 
-from anycost_jax.train import steps as steps_lib
 
 CHANNEL_MODES = ('uniform', 'flexible', 'sandwich')
 # The run shape a checkpoint must match to be resumed (everything else may change on resume,
@@ -88,7 +87,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 3
     c.eval_every = 0                     # 0: no periodic evaluation
     # Any of anycost_jax.eval.evaluate.METRICS ('macs', 'fid', 'consistency', 'ppl') and names
-    # registered in anycost_jax.train.trainer.EVALUATORS; every trained width x resolution.
+    # registered in anycost_jax.train.anycost.EVALUATORS; every trained width x resolution.
     c.eval_metrics = ()
     c.fid_stats = ''                     # real statistics with {res}; '': WORKDIR/fid_stats/DATASET_{res}.npz
     c.inception = ''                     # pytorch-fid weights file or URL; '': downloaded once, cached
@@ -179,15 +178,3 @@ def check(config) -> None:
     need(config.eval_every == 0 or config.eval_metrics, 'eval_every > 0 needs eval_metrics')
     need(config.tune_from_checkpoint in ('latest', 'best'),
          f"tune_from_checkpoint={config.tune_from_checkpoint!r}; expected 'latest' or 'best'")
-
-
-def step_config(config, global_batch: int) -> steps_lib.StepConfig:
-    pl = config.path_regularize if config.g_reg_every > 0 else 0.
-    return steps_lib.StepConfig(
-        n_res=config.n_res, n_sampled_res=config.n_sampled_res, mixing_prob=config.mixing_prob,
-        r1_gamma=config.r1, d_reg_every=config.d_reg_every, pl_weight=pl,
-        g_reg_every=max(config.g_reg_every, 1), pl_batch_shrink=config.path_batch_shrink,
-        distill_weight=config.distill_weight, use_lpips=config.use_lpips, channel_mode=config.channel_mode,
-        min_channel=config.min_channel, divided_by=config.divided_by, conditioned_d=config.conditioned_d,
-        ema_beta=steps_lib.ema_beta(global_batch, config.half_life_kimg),
-        teacher_is_ema=config.teacher == 'ema')

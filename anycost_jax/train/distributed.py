@@ -33,15 +33,10 @@ task, :func:`initialize` passes every GPU of the node as ``local_device_ids`` in
 (``SLURM_GPUS_ON_NODE``, else ``CUDA_VISIBLE_DEVICES``, else the ``/dev/nvidiaN`` devices).
 
 On a CPU host, :func:`split_cpu_cores` (before JAX starts, with the launcher's
-``--cpu_devices=0`` or N > 1) makes XLA show one CPU device per core
-(``--xla_force_host_platform_device_count``), so that the data-parallel step runs its
-per-device programs side by side. It is not the default: since the step programs must wait
-for their results on a CPU mesh (``Steps.waits_for_results``), 2 devices of 8 images ran the
-demo's stage 1 no faster than 1 of 16 on 2 cores (16.2-18.5 against 16.9-18.1 steps/s, runs in
-the order 2-1-1-2, measured with the trainer waiting once per iteration), and their programs
-took longer to compile. It only counts devices that keep
-every per-device batch a multiple of 4 (whole minibatch-stddev groups), and is harmless where
-an accelerator runs the program (the CPU backend is then not used).
+``--cpu_devices=0`` or N > 1) makes XLA show one CPU device per core, counting only devices
+that keep every per-device batch a multiple of 4 (whole minibatch-stddev groups). It is not
+the default: on a CPU mesh the step programs wait for their results, so it gains no speed
+(``benchmarks/README.md``). It is harmless where an accelerator runs the program.
 
 The detection helpers are pure functions of an environment mapping so they can be tested.
 """

@@ -1,4 +1,4 @@
-"""Elastic channels: width configurations, sampling, masks and the architecture code.
+"""Anycost StyleGAN2's elastic rules: width tables, ratios, sampling and the architecture code.
 
 A generator has one *elastic layer* per style: the constant input, ``conv1``, then both
 convolutions of every resolution from 8 up, in that order (``2*log2(res) - 2`` layers).
@@ -12,11 +12,14 @@ new sub-network every call without recompiling.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+import numbers
+from typing import Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from anycost_jax.elastic.core import check_widths, sample_choices, slice_to_shapes
 
 # Number of channels per resolution before the channel multiplier (StyleGAN2's table).
 BASE_CHANNELS = {4: 4096, 8: 2048, 16: 1024, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
@@ -76,15 +79,8 @@ def check_ratio(ratio: float) -> None:
 
 def check_channels(channels: Sequence[int], full: Sequence[int]) -> tuple[int, ...]:
     """Validates a per-layer width list against the full widths; returns it as a tuple of ints."""
-    channels = tuple(channels)
-    if len(channels) != len(full):
-        raise ValueError(f'channels has {len(channels)} entries, expected {len(full)}: one width per elastic layer '
-                         f'(constant input, conv1, then two convolutions per resolution from 8 upward)')
-    for i, (c, f) in enumerate(zip(channels, full)):
-        if int(c) != c or not 1 <= c <= f:
-            raise ValueError(f'channels[{i}]={c!r} is invalid: expected an integer in [1, {f}] (the full width '
-                             f'of elastic layer {i}); full widths are {list(full)}')
-    return tuple(int(c) for c in channels)
+    return check_widths(channels, full, 'channels', 'one width per elastic layer (constant input, conv1, then two '
+                        'convolutions per resolution from 8 upward)')
 
 
 class FlexibleSpace:
@@ -109,10 +105,8 @@ class FlexibleSpace:
             if not self.valid[l].any():
                 raise ValueError(f'elastic layer {l} (full width {f}) admits no ratio above the 0.25-uniform '
                                  f'width {b}')
-        # Valid ratio indices packed to the front, so a uniform draw is ``randint(0, n_valid)``.
-        self.n_valid = self.valid.sum(1).astype(np.int32)
-        self.valid_idx = np.array([[k for k in range(len(RATIOS)) if v[k]] + [0] * (len(RATIOS) - v.sum())
-                                   for v in self.valid], np.int32)
+        # Per layer, the indices into ``RATIOS`` a flexible draw picks from.
+        self.ratio_choices = [[k for k in range(len(RATIOS)) if v[k]] for v in self.valid]
 
     def widths_of(self, ratio_idx) -> jnp.ndarray:
         return jnp.asarray(self.widths)[jnp.arange(len(self.full)), ratio_idx]
@@ -136,8 +130,7 @@ def sample(rng: jax.Array, resolution: int, full: Sequence[int], mode: str = 'un
     if mode not in ('flexible', 'sandwich'):
         raise ValueError(f"mode={mode!r} is not supported; expected 'uniform', 'flexible' or 'sandwich'")
     space = FlexibleSpace(resolution, full, min_channel, divided_by)
-    pick = jax.random.randint(k_ratio, (n,), 0, jnp.asarray(space.n_valid))
-    ratio_idx = jnp.asarray(space.valid_idx)[jnp.arange(n), pick]
+    ratio_idx = sample_choices(k_ratio, space.ratio_choices)
     widths = space.widths_of(ratio_idx)
     if mode == 'flexible':
         return widths, ratio_idx
@@ -166,12 +159,6 @@ def arch_code_length(resolution: int) -> int:
     return len(RATIOS) * num_elastic_layers(resolution)
 
 
-def masks_from_widths(widths, full: Sequence[int]) -> list[jnp.ndarray]:
-    """Per-layer float masks ``[full_l]`` (1 for live channels) from widths (traced or static)."""
-    widths = jnp.asarray(widths)
-    return [(jnp.arange(f) < widths[..., l, None]).astype(jnp.float32) for l, f in enumerate(full)]
-
-
 def export(generator, variables: dict, channel_ratio: float | None = None, channels: Sequence[int] | None = None,
            target_res: int | None = None):
     """Cuts a sub-generator out of ``generator``: ``(sub_generator, sub_variables)``.
@@ -183,18 +170,37 @@ def export(generator, variables: dict, channel_ratio: float | None = None, chann
     is the old one cut to the shapes of the smaller module.
     """
     widths = generator.resolve_channels(channel_ratio, channels) or generator.full_channels()
-    top = generator._check_target_res(target_res)
+    top = generator.check_target_res(target_res)
     n = 2 * len(resolutions_up_to(top))
     fan_in = list(generator.fan_in_widths or generator.full_channels())
     sub = generator.clone(widths=tuple(widths[:n]), fan_in_widths=tuple(fan_in[:n]),
                           output_res=top if top != generator.resolution else None)
     shapes = jax.eval_shape(lambda: sub.init({'params': jax.random.key(0)}, jnp.zeros((1, sub.style_dim))))
-
-    def cut(tree, shape_tree):
-        return {k: cut(tree[k], v) if isinstance(v, dict) else
-                np.asarray(tree[k])[tuple(slice(0, d) for d in v.shape)] for k, v in shape_tree.items()}
-
-    sub_vars = cut({k: variables[k] for k in shapes}, dict(shapes))
+    sub_vars = slice_to_shapes(variables, shapes)
     for k in variables:  # e.g. stats/w_avg: independent of the widths
         sub_vars.setdefault(k, variables[k])
     return sub, sub_vars
+
+
+def label(ratio_or_channels: Union[float, Sequence[int], None], res: int) -> str:
+    """A sub-generator's name in tables and logs: ``'0.5x@256'`` for a uniform ratio,
+    ``'flexible@256'`` for per-layer widths, ``'1.0x@256'`` for None (the full widths)."""
+    if ratio_or_channels is None:
+        return f'1.0x@{res}'
+    if isinstance(ratio_or_channels, numbers.Real):
+        return f'{ratio_or_channels}x@{res}'
+    return f'flexible@{res}'
+
+
+def uniform_grid(generator, ratios: Sequence[float] = RATIOS[::-1],
+                 resolutions: Optional[Sequence[int]] = None) -> list[list[tuple[float, int]]]:
+    """The uniform sub-generators ``ratio x resolution`` as rows of ``(ratio, res)``: a row per
+    ratio (as given, default full first), a column per resolution (default the generator's four
+    highest, descending). An unknown ratio or a resolution the generator cannot emit is an error
+    here, before any work."""
+    resolutions = list(resolutions or generator.output_resolutions[::-1][:4])
+    for r in ratios:
+        check_ratio(r)
+    for res in resolutions:
+        generator.check_target_res(res)
+    return [[(float(r), int(res)) for res in resolutions] for r in ratios]

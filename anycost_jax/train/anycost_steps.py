@@ -1,4 +1,4 @@
-"""Training steps with pmap semantics: per-device bodies under ``jax.jit(jax.shard_map(...))``.
+"""The Anycost (StyleGAN2) step programs, with pmap semantics: per-device bodies under ``jax.jit(jax.shard_map(...))``.
 
 Every device holds the whole (replicated) state and its own slice of the global batch. It
 draws its own latents, noise, sub-networks (channel masks) and training resolutions from
@@ -81,6 +81,18 @@ class StepConfig:
             raise ValueError(f'channel_mode={self.channel_mode!r}; expected None, uniform, flexible or sandwich')
         if self.conditioned_d and self.channel_mode is None:
             raise ValueError('conditioned_d needs elastic channels (channel_mode)')
+
+    @classmethod
+    def from_config(cls, config, global_batch: int) -> 'StepConfig':
+        """The knobs of an experiment ConfigDict (:mod:`anycost_jax.train.config_lib`)."""
+        pl = config.path_regularize if config.g_reg_every > 0 else 0.
+        return cls(
+            n_res=config.n_res, n_sampled_res=config.n_sampled_res, mixing_prob=config.mixing_prob,
+            r1_gamma=config.r1, d_reg_every=config.d_reg_every, pl_weight=pl,
+            g_reg_every=max(config.g_reg_every, 1), pl_batch_shrink=config.path_batch_shrink,
+            distill_weight=config.distill_weight, use_lpips=config.use_lpips, channel_mode=config.channel_mode,
+            min_channel=config.min_channel, divided_by=config.divided_by, conditioned_d=config.conditioned_d,
+            ema_beta=ema_beta(global_batch, config.half_life_kimg), teacher_is_ema=config.teacher == 'ema')
 
     def r1_due(self, iteration):
         """Whether iteration ``iteration`` (0-based; an int or a traced step) runs lazy R1."""

@@ -9,7 +9,7 @@ import pytest
 from anycost_jax import elastic
 from anycost_jax.models import Generator
 from anycost_jax.models.discriminator import Discriminator, DiscriminatorMultiRes
-from anycost_jax.train import steps as st
+from anycost_jax.train import anycost_steps as st
 
 RES = 16
 GEN = Generator(RES, style_dim=16, n_mlp=1, channel_multiplier=1 / 64)  # widths 64, 64, 32, 32, 16, 16
@@ -108,14 +108,14 @@ def test_regularizers_start_at_their_interval_and_ema_is_updated_once_per_iterat
 
 
 def test_device_batch_must_fill_stddev_groups():
-    from anycost_jax.train import trainer
+    from anycost_jax.train import anycost
     for ok in (4, 8, 32):
-        trainer.check_device_batch(ok)
-    trainer.check_device_batch(2, allow_small=True)
+        anycost.check_device_batch(ok)
+    anycost.check_device_batch(2, allow_small=True)
     with pytest.raises(ValueError, match='allow_small_stddev_group'):
-        trainer.check_device_batch(2)
+        anycost.check_device_batch(2)
     with pytest.raises(ValueError, match='6 images per device.*multiple of 4'):
-        trainer.check_device_batch(6, allow_small=True)
+        anycost.check_device_batch(6, allow_small=True)
 
 
 def test_step_config_validation():

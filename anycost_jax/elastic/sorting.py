@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from anycost_jax.elastic.core import importance_order, permute_axis
 from anycost_jax.models.generator import Generator
 
 ORIGINAL_SAMPLES = 100_000  # latents the original averages the style magnitude over
@@ -26,21 +27,20 @@ def _input_order(layer: dict, w: jax.Array) -> np.ndarray:
     mod = layer['conv']['modulation']
     fan_in = mod['kernel'].shape[0]
     style = w @ (mod['kernel'] / np.sqrt(fan_in)) + mod['bias']  # the modulation FC (lr_mul 1)
-    importance = jnp.sum(jnp.abs(kernel), axis=(0, 1, 3)) * jnp.abs(style).mean(0)
-    return np.asarray(jnp.argsort(-importance, stable=True))
+    return importance_order(jnp.sum(jnp.abs(kernel), axis=(0, 1, 3)) * jnp.abs(style).mean(0))
 
 
 def _permute_input(layer: dict, idx: np.ndarray) -> dict:
     conv = layer['conv']
     mod = conv['modulation']
-    conv = {**conv, 'kernel': conv['kernel'][:, :, idx, :],
-            'modulation': {'kernel': mod['kernel'][:, idx], 'bias': mod['bias'][idx]}}
+    conv = {**conv, 'kernel': permute_axis(conv['kernel'], idx, 2),
+            'modulation': {'kernel': permute_axis(mod['kernel'], idx, 1), 'bias': permute_axis(mod['bias'], idx, 0)}}
     return {**layer, 'conv': conv}
 
 
 def _permute_output(layer: dict, idx: np.ndarray) -> dict:
-    conv = {**layer['conv'], 'kernel': layer['conv']['kernel'][..., idx]}
-    return {**layer, 'conv': conv, 'bias': layer['bias'][idx]}
+    conv = {**layer['conv'], 'kernel': permute_axis(layer['conv']['kernel'], idx, -1)}
+    return {**layer, 'conv': conv, 'bias': permute_axis(layer['bias'], idx, 0)}
 
 
 def sort_channels(gen: Generator, variables: dict, rng: jax.Array | None = None,
@@ -83,5 +83,5 @@ def sort_channels(gen: Generator, variables: dict, rng: jax.Array | None = None,
     p['conv1'] = _permute_output(p['conv1'], order)
     order = _input_order(p['conv1'], w)
     p['conv1'] = _permute_input(p['conv1'], order)
-    p['input'] = {'const': p['input']['const'][..., order]}
+    p['input'] = {'const': permute_axis(p['input']['const'], order, -1)}
     return {**variables, 'params': p}
