@@ -16,6 +16,7 @@ from anycost_jax import checkpoint as ckpt_lib
 from anycost_jax import convert
 from anycost_jax import workdir as workdir_lib
 from anycost_jax.elastic import sorting
+from anycost_jax.eval import evaluate as evaluate_lib
 from anycost_jax.train import anycost, loop, trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -210,13 +211,14 @@ def test_sigterm_resume_corrupt_checkpoint_and_nan_guard(data_dir, tmp_path, cap
     ckpt_dir = os.path.join(run, 'checkpoints')
 
     # 1. SIGTERM (sent here by an evaluation hook at step 2): a checkpoint, a clean return.
-    anycost.EVALUATORS['sigterm'] = lambda step, gen, variables, config: os.kill(os.getpid(), signal.SIGTERM) or {}
+    evaluate_lib.register('sigterm', lambda gen, variables, configs, settings:
+                          os.kill(os.getpid(), signal.SIGTERM) or {})
     previous = signal.getsignal(signal.SIGTERM)
     try:
         stopped = trainer.train_and_evaluate(
             _resume_config(data_dir, num_steps=50, eval_every=2, eval_metrics=('sigterm',)), run)
     finally:
-        del anycost.EVALUATORS['sigterm']
+        evaluate_lib.unregister('sigterm')
     assert int(stopped.step) == 2
     assert signal.getsignal(signal.SIGTERM) == previous  # the handler is given back
     assert not os.path.exists(os.path.join(run, 'generator'))  # unfinished: no final export
@@ -391,13 +393,14 @@ def test_pipeline_runs_its_stages_in_order_and_resumes(data_dir, tmp_path, caplo
     export is the last stage's EMA."""
     run = str(tmp_path / 'demo')
     # Preempted in stage 1 (SIGTERM from an evaluation hook at its step 1 of 2): stage 2 never starts.
-    anycost.EVALUATORS['sigterm'] = lambda step, gen, variables, config: os.kill(os.getpid(), signal.SIGTERM) or {}
+    evaluate_lib.register('sigterm', lambda gen, variables, configs, settings:
+                          os.kill(os.getpid(), signal.SIGTERM) or {})
     try:
         preempted = _tiny_pipeline(data_dir)
         preempted.eval_every, preempted.eval_metrics = 1, ('sigterm',)
         stopped = trainer.train_and_evaluate(preempted, run)
     finally:
-        del anycost.EVALUATORS['sigterm']
+        evaluate_lib.unregister('sigterm')
     assert int(stopped.step) == 1
     assert not os.path.exists(os.path.join(run, 'anycost')) and not os.path.exists(os.path.join(run, 'generator'))
     state = trainer.train_and_evaluate(_tiny_pipeline(data_dir), run)

@@ -14,7 +14,6 @@ ResNet-50 encoder and CelebA attribute predictor (``{'state_dict': ...}`` checkp
 """
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any, Callable, Optional
 
@@ -28,7 +27,7 @@ from anycost_jax.convert.torch_io import load_torch_file, save_torch_file
 from anycost_jax.convert.resnet import encoder_to_state_dict
 from anycost_jax.models.discriminator import Discriminator, DiscriminatorMultiRes
 from anycost_jax.models.encoder import AttributePredictor, ResNet50Encoder
-from anycost_jax.models.generator import Generator
+from anycost_jax.models.generator import MEAN_W_SAMPLES, Generator, mean_w
 
 __all__ = ['load_generator', 'load_discriminator', 'save_model', 'load_model', 'save_original', 'resolve_path',
            'ConversionError', 'load_torch_file', 'save_torch_file', 'add_mean_style', 'load_encoder',
@@ -38,7 +37,7 @@ __all__ = ['load_generator', 'load_discriminator', 'save_model', 'load_model', '
 # Our model-directory format lives in anycost_jax.modeldir; these names keep the callers of convert working.
 save_model = modeldir.save
 load_model = modeldir.load
-MEAN_STYLE_SAMPLES = 10000  # what the original demo and metrics average over
+MEAN_STYLE_SAMPLES = MEAN_W_SAMPLES
 _OFFLINE_ADVICE = ('The original authors\' hosted weights are offline; download the .pt file yourself and pass '
                    'its local path')
 
@@ -83,15 +82,9 @@ def _state_dict(obj: Any, key: str, path: str, probe: str) -> dict:
                           f'containing {probe!r}; found {keys}')
 
 
-@functools.partial(jax.jit, static_argnums=(0, 2, 3))
-def _mean_style(gen: Generator, params: dict, n_sample: int, seed: int):
-    # Module-level so repeated loads of the same architecture reuse one compiled program.
-    return gen.apply({'params': params}, n_sample, jax.random.key(seed), method=Generator.mean_style)
-
-
 def add_mean_style(gen: Generator, variables: dict, n_sample: int = MEAN_STYLE_SAMPLES, seed: int = 0) -> dict:
     """Adds ``stats/w_avg`` (mean w over ``n_sample`` z) so truncation works without a style."""
-    w_avg = _mean_style(gen, variables['params'], n_sample, seed)
+    w_avg = mean_w(gen, variables, n_sample, jax.random.key(seed), use_stored=False)
     return {**variables, 'stats': {'w_avg': np.asarray(w_avg)}}
 
 

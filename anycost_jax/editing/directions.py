@@ -30,6 +30,7 @@ import optax
 
 from anycost_jax.data import procedural
 from anycost_jax.models.encoder import CELEBA_ATTRIBUTES  # noqa: F401  (boundary keys are f'{index:02d}_{name}')
+from anycost_jax.models import generator as generator_lib
 from anycost_jax.models.generator import Generator
 
 # The original demo (demo.py): slider name -> boundary key, the layers it edits, its scale.
@@ -251,8 +252,7 @@ def _sampler(gen: Generator, truncation: float):
 
 
 def _mean_w(gen: Generator, variables, seed: int) -> jax.Array:
-    from anycost_jax import convert
-    return jnp.asarray(convert.add_mean_style(gen, variables, MEAN_STYLE_SAMPLES, seed)['stats']['w_avg'])
+    return generator_lib.mean_w(gen, variables, MEAN_STYLE_SAMPLES, jax.random.key(seed), use_stored=False)
 
 
 def compute_directions(gen: Generator, variables, classifier: Callable, *, n_samples: int = 500000,

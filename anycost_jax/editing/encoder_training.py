@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from anycost_jax import elastic
 from anycost_jax.models.encoder import INPUT_SIZE, ResNet50Encoder, with_mean_latent
+from anycost_jax.models import generator as generator_lib
 from anycost_jax.models.generator import Generator
 from anycost_jax.models import lpips as lpips_lib
 from anycost_jax.models.resnet import RESNET50_STAGES
@@ -98,11 +99,7 @@ def init_encoder(gen: Generator, g_variables: dict, config: EncoderTrainConfig, 
 
 
 def mean_w(gen: Generator, g_variables: dict, n_sample: int = 10_000) -> np.ndarray:
-    stats = g_variables.get('stats', {})
-    if 'w_avg' in stats:
-        return np.asarray(stats['w_avg'])
-    return np.asarray(jax.jit(lambda p: gen.apply({'params': p}, n_sample, jax.random.key(0),
-                                                  method=Generator.mean_style))(g_variables['params']))
+    return np.asarray(generator_lib.mean_w(gen, g_variables, n_sample))
 
 
 def sample_w_plus(gen: Generator, g_params: dict, key, batch: int, mixing_prob: float):

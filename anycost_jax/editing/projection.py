@@ -42,6 +42,7 @@ import optax
 from PIL import Image
 
 from anycost_jax import elastic
+from anycost_jax.models import generator as generator_lib
 from anycost_jax.models.generator import Generator
 from anycost_jax import xla_cpu
 from anycost_jax.models import lpips as lpips_lib
@@ -52,7 +53,6 @@ DEFAULT_LR = {'lbfgs': 1.0, 'adam': 0.001}   # the original's
 LBFGS_MEMORY = 10                            # FullBatchLBFGS history_size
 LBFGS_MAX_LINESEARCH = 10                    # the original's max_ls
 ENCODER_RES = 256                            # the encoder reads targets resized to 256
-MEAN_STYLE_SAMPLES = 10000
 N_SUBGENERATOR_RES = 3                       # the original draws from 256, 512, 1024
 SUBGENERATOR_MODES = ('uniform', 'flexible', 'sandwich')
 
@@ -210,12 +210,8 @@ def _jitted_apply(module):
 
 
 def _mean_w(gen: Generator, variables: dict) -> jax.Array:
-    stats = variables.get('stats', {})
-    if 'w_avg' in stats:  # convert.load_generator stores the mean over 10000 z
-        return jnp.asarray(stats['w_avg'], jnp.float32)
-    from anycost_jax import convert  # convert depends on models only; import late to keep editing light
-    # Seed 0, as load_generator: the start must not depend on the projection's seed.
-    return jnp.asarray(convert.add_mean_style(gen, variables, MEAN_STYLE_SAMPLES, 0)['stats']['w_avg'])
+    # Key 0, as load_generator: the start must not depend on the projection's seed.
+    return generator_lib.mean_w(gen, variables)
 
 
 def _encoder_w(encoder, targets: np.ndarray, shape: tuple) -> jax.Array:

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from anycost_jax import elastic
 from anycost_jax.eval.ppl import draw_noise
+from anycost_jax.models import generator as generator_lib
 from anycost_jax.models.generator import Generator
 from anycost_jax.render import SubConfig, grid_configs
 from anycost_jax.models import lpips as lpips_lib
@@ -100,10 +101,8 @@ class ConsistencyEvaluator:
         self.weights = (np.arange(self.n_batches * batch_size) < n_samples).reshape(self.n_batches, batch_size)
         self._noise_key = key_noise
         if truncation < 1 and truncation_style is None:
-            stats = variables.get('stats', {})
-            truncation_style = stats['w_avg'] if 'w_avg' in stats else jax.jit(
-                lambda p, k: gen.apply({'params': p}, 10_000, k, method=Generator.mean_style))(
-                self.variables['params'], key_mean)
+            truncation_style = generator_lib.mean_w(
+                gen, {'params': self.variables['params'], 'stats': variables.get('stats', {})}, 10_000, key_mean)
         self.truncation_style = None if truncation_style is None else jnp.asarray(truncation_style)
         self.trace_counts: collections.Counter = collections.Counter()
         self._programs: dict[int, Callable] = {}

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 
@@ -29,7 +29,6 @@ from anycost_jax.eval import consistency
 from anycost_jax.models.generator import Generator
 from anycost_jax.render import SubConfig
 
-METRICS = ('macs', 'fid', 'consistency', 'ppl')
 PPL_MIN_RES = 16
 
 
@@ -114,41 +113,69 @@ def real_statistics(settings: Settings, resolutions: Sequence[int]) -> dict:
     return out
 
 
+def _macs(gen, variables, configs, settings):
+    return {k: {'macs': float(macs.generator_macs(gen, c.channel_ratio, c.channels, c.target_res or gen.top_res))}
+            for k, c in configs.items()}
+
+
+def _fid(gen, variables, configs, settings):
+    from anycost_jax.eval import fid
+    res_of = {k: c.target_res or gen.top_res for k, c in configs.items()}
+    reals = real_statistics(settings, res_of.values())
+    fakes = fid.fake_features(gen, variables, list(configs.values()), settings.n_fid, settings.batch_size,
+                              settings.seed, extractor=feature_extractor(settings), progress=settings.progress)
+    return {k: {'fid': f.fid(reals[res_of[k]])} for k, f in zip(configs, fakes)}
+
+
+def _consistency(gen, variables, configs, settings):
+    dist = consistency.consistency(gen, variables, dict(configs), settings.n_consistency, settings.batch_size or 16,
+                                   settings.seed, eval_res=settings.consistency_res, progress=settings.progress)
+    return {k: {'lpips': float(d['lpips']), 'mse': float(d['mse'])} for k, d in dist.items()}
+
+
+def _ppl(gen, variables, configs, settings):
+    from anycost_jax.eval import ppl
+    return {k: {'ppl': ppl.compute_ppl(gen, variables, settings.n_ppl, settings.batch_size or 16, seed=settings.seed,
+                                       channel_ratio=c.channel_ratio, channels=c.channels, target_res=c.target_res,
+                                       progress=settings.progress)
+                if (c.target_res or gen.top_res) >= PPL_MIN_RES else None}
+            for k, c in configs.items()}
+
+
+# The one metric registry: name -> fn(gen, variables, configs, settings) -> {label: {scalar: value}},
+# used by launch/evaluate.py and the trainer's periodic evaluation alike.
+METRICS: dict[str, Callable] = {'macs': _macs, 'fid': _fid, 'consistency': _consistency, 'ppl': _ppl}
+BUILTIN = tuple(METRICS)
+
+
+def register(name: str, fn: Callable) -> None:
+    """Adds a metric ``fn(gen, variables, configs, settings) -> {label: {scalar: value}}`` (every
+    process calls it; values may be None where a config has none)."""
+    if name in BUILTIN:
+        raise ValueError(f'metric {name!r} is built in; register another name')
+    METRICS[name] = fn
+
+
+def unregister(name: str) -> None:
+    if name in BUILTIN:
+        raise ValueError(f'metric {name!r} is built in and cannot be removed')
+    METRICS.pop(name, None)
+
+
 def evaluate(gen: Generator, variables: dict, metrics: Sequence[str], configs: Mapping[str, SubConfig],
              settings: Optional[Settings] = None) -> dict[str, dict[str, Optional[float]]]:
     """``{label: {metric: value}}`` for every config (see the module docstring for the metrics)."""
-    from anycost_jax.eval import fid, ppl
     settings = settings or Settings()
     metrics = check_metrics(metrics)
     if not configs:
         raise ValueError('no sub-generator configs to evaluate')
-    res_of = {k: c.target_res or gen.top_res for k, c in configs.items()}
     for c in configs.values():  # every argument error before any work
         gen.resolve_channels(c.channel_ratio, c.channels)
         gen.check_target_res(c.target_res)
     results: dict[str, dict] = {k: {} for k in configs}
-    if 'macs' in metrics:
-        for k, c in configs.items():
-            results[k]['macs'] = float(macs.generator_macs(gen, c.channel_ratio, c.channels, res_of[k]))
-    if 'fid' in metrics:
-        reals = real_statistics(settings, res_of.values())
-        fakes = fid.fake_features(gen, variables, list(configs.values()), settings.n_fid, settings.batch_size,
-                                  settings.seed, extractor=feature_extractor(settings), progress=settings.progress)
-        for k, f in zip(configs, fakes):
-            results[k]['fid'] = f.fid(reals[res_of[k]])
-    if 'consistency' in metrics:
-        dist = consistency.consistency(gen, variables, dict(configs), settings.n_consistency,
-                                       settings.batch_size or 16, settings.seed, eval_res=settings.consistency_res,
-                                       progress=settings.progress)
-        for k, d in dist.items():
-            results[k].update(lpips=float(d['lpips']), mse=float(d['mse']))
-    if 'ppl' in metrics:
-        for k, c in configs.items():
-            results[k]['ppl'] = (ppl.compute_ppl(gen, variables, settings.n_ppl, settings.batch_size or 16,
-                                                 seed=settings.seed, channel_ratio=c.channel_ratio,
-                                                 channels=c.channels, target_res=c.target_res,
-                                                 progress=settings.progress)
-                                 if res_of[k] >= PPL_MIN_RES else None)
+    for m in metrics:
+        for k, row in METRICS[m](gen, variables, configs, settings).items():
+            results[k].update(row)
     return results
 
 

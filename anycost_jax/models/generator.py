@@ -12,6 +12,7 @@ Images are NHWC float32 in roughly [-1, 1], unclamped, like the original.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
@@ -24,6 +25,7 @@ from anycost_jax.nn.layers import ConstantInput, EqualDense, PixelNorm, StyledCo
 
 Array = jax.Array
 NOISE_MODES = ('const', 'random')
+MEAN_W_SAMPLES = 10_000  # what the original demo and metrics average over
 
 
 class Mapping(nn.Module):
@@ -273,3 +275,19 @@ class Generator(nn.Module):
     def init_variables(self, rng: Array) -> dict:
         """Initial variables (params + const noise buffers) of the full network."""
         return init_variables(self, rng, jnp.zeros((1, self.style_dim)))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _mean_style(gen: Generator, params: dict, n_sample: int, key: Array) -> Array:
+    # Module-level so repeated calls for the same architecture reuse one compiled program.
+    return gen.apply({'params': params}, n_sample, key, method=Generator.mean_style)
+
+
+def mean_w(gen: Generator, variables: dict, n_sample: int = MEAN_W_SAMPLES, key: Optional[Array] = None,
+           use_stored: bool = True) -> Array:
+    """The generator's average w [style_dim]: ``stats/w_avg`` if stored (and ``use_stored``), else
+    the mean over ``n_sample`` z drawn from ``key`` (default ``jax.random.key(0)``)."""
+    stats = variables.get('stats', {})
+    if use_stored and 'w_avg' in stats:
+        return jnp.asarray(stats['w_avg'], jnp.float32)
+    return _mean_style(gen, variables['params'], n_sample, jax.random.key(0) if key is None else key)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +28,7 @@ from anycost_jax.data import pipeline
 from anycost_jax.elastic import sorting
 from anycost_jax.eval import evaluate as evaluate_lib
 from anycost_jax.models.discriminator import STDDEV_GROUP, Discriminator, DiscriminatorMultiRes
+from anycost_jax.models import generator as generator_lib
 from anycost_jax.models.generator import Generator
 from anycost_jax.render import resize, to_uint8
 from anycost_jax.train import anycost_steps as steps_lib
@@ -35,10 +36,6 @@ from anycost_jax.train import config_lib, loop
 
 log = logging.getLogger(__name__)
 
-# Custom metrics: name -> fn(step, generator, ema_variables, config) -> {scalar name: value}, run
-# every eval_every steps by every process on the EMA generator. The built-in metrics
-# (anycost_jax.eval.evaluate.METRICS) need no registration.
-EVALUATORS: dict[str, Callable] = {}
 RESUME_KEYS = config_lib.RESUME_KEYS
 
 
@@ -212,7 +209,6 @@ class Sampler:
         self.n_res = config.n_res
         self.truncation = config.sample_truncation
         self.z = jax.random.normal(jax.random.key(2020), (config.n_samples, gen.style_dim))
-        self._mean = jax.jit(lambda v: gen.apply(v, 4096, jax.random.key(0), method=Generator.mean_style))
         self._render = jax.jit(self._render_fn)
 
     def _render_fn(self, variables, mean, z, widths):
@@ -227,7 +223,7 @@ class Sampler:
         outputs stay visible and large ones fit a TensorBoard page).
         """
         cell = cell or min(max(self.gen.resolution, 64), 256)
-        mean = self._mean(variables)  # once per grid: every row truncates towards the same w
+        mean = generator_lib.mean_w(self.gen, variables, 4096, use_stored=False)  # once per grid, not per row
         per_row = [[to_uint8(x) for x in self._render(variables, mean, self.z, w)] for w in self.rows]
         n, nr, nc = self.z.shape[0], len(self.rows), self.n_res
         h, w = nr * (cell + pad) + pad, nc * (cell + pad) + pad
@@ -262,25 +258,18 @@ def eval_settings(config, workdir: str) -> evaluate_lib.Settings:
 
 
 def evaluate(config, gen, disc, state, step, writer, workdir):
-    """Built-in metrics of every trained sub-generator, then registered ones; keeps the best-FID EMA."""
+    """``config.eval_metrics`` (:data:`anycost_jax.eval.evaluate.METRICS`) of every trained
+    sub-generator on the EMA generator; keeps the best-FID pair."""
     gen = gen.clone(bf16_from_res=None)  # metrics are measured in float32
     variables = ema_variables(state)
-    is_main = jax.process_index() == 0
-    builtin = [m for m in config.eval_metrics if m in evaluate_lib.METRICS]
-    if builtin:
-        t = time.time()
-        results = evaluate_lib.evaluate(gen, variables, builtin, eval_configs(gen, config),
-                                        eval_settings(config, workdir))
-        log.info('evaluation at step %d (%.0f s):\n%s', step, time.time() - t, evaluate_lib.format_table(results))
-        if is_main:
-            writer.write_scalars(step, evaluate_lib.scalars(results))
-        if 'fid' in builtin:
-            keep_best(gen, variables, disc, state, step, results[f'1.0x@{gen.top_res}']['fid'], workdir)
-    for name in config.eval_metrics:
-        if name in EVALUATORS and name not in evaluate_lib.METRICS:
-            scalars = EVALUATORS[name](step, gen, variables, config)
-            if is_main:
-                writer.write_scalars(step, {f'eval/{k}': v for k, v in scalars.items()})
+    t = time.time()
+    results = evaluate_lib.evaluate(gen, variables, config.eval_metrics, eval_configs(gen, config),
+                                    eval_settings(config, workdir))
+    log.info('evaluation at step %d (%.0f s):\n%s', step, time.time() - t, evaluate_lib.format_table(results))
+    if jax.process_index() == 0:
+        writer.write_scalars(step, evaluate_lib.scalars(results))
+    if 'fid' in config.eval_metrics:
+        keep_best(gen, variables, disc, state, step, results[f'1.0x@{gen.top_res}']['fid'], workdir)
 
 
 def keep_best(gen, variables, disc, state, step, fid, workdir):
@@ -338,10 +327,10 @@ def check_device_batch(per_device: int, allow_small: bool = False) -> None:
 def check(config, workdir: str) -> None:
     """Every config error before any work (missing Inception weights included)."""
     config_lib.check(config)
-    unknown = [m for m in config.eval_metrics if m not in EVALUATORS and m not in evaluate_lib.METRICS]
+    unknown = [m for m in config.eval_metrics if m not in evaluate_lib.METRICS]
     if unknown:
-        raise ValueError(f'config: eval_metrics {unknown} are neither built in ({", ".join(evaluate_lib.METRICS)}) '
-                         f'nor registered in anycost.EVALUATORS ({sorted(EVALUATORS)})')
+        raise ValueError(f'config: eval_metrics {unknown} are neither built in ({", ".join(evaluate_lib.BUILTIN)}) '
+                         f'nor registered with anycost_jax.eval.evaluate.register')
     n_dev = jax.device_count()
     if config.batch_size % n_dev:
         raise ValueError(f'config: batch_size={config.batch_size} must be divisible by the {n_dev} devices')

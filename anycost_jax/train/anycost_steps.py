@@ -29,7 +29,6 @@ from typing import Any, Optional
 import flax
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 

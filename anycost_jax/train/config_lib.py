@@ -86,8 +86,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint_every = 2000
     c.keep_checkpoints = 3
     c.eval_every = 0                     # 0: no periodic evaluation
-    # Any of anycost_jax.eval.evaluate.METRICS ('macs', 'fid', 'consistency', 'ppl') and names
-    # registered in anycost_jax.train.anycost.EVALUATORS; every trained width x resolution.
+    # Names in anycost_jax.eval.evaluate.METRICS: the built-in 'macs', 'fid', 'consistency', 'ppl'
+    # and any registered with evaluate.register; every trained width x resolution.
     c.eval_metrics = ()
     c.fid_stats = ''                     # real statistics with {res}; '': WORKDIR/fid_stats/DATASET_{res}.npz
     c.inception = ''                     # pytorch-fid weights file or URL; '': downloaded once, cached
