@@ -1,45 +1,25 @@
 r"""The embedded default: the paper's stage 1 -> stage 2 recipe in miniature, on one 2-core CPU.
 
-What it reproduces: Anycost training as the paper does it (Sec. 3), on ``anycost_shapes``, the
-dataset the package draws itself (colored discs, squares and rings on a gradient; no download),
-at 16 px with outputs at 16 and 8 px, 48 channels in every layer. Two stages, run one after the
-other by ``train_and_evaluate`` (a pipeline config, :func:`anycost_jax.train.config_lib.pipeline`):
+Reproduces Anycost training as the paper does it (Sec. 3) on ``anycost_shapes``, the dataset
+the package draws itself (colored discs, squares and rings; no download), at 16 px with outputs
+at 16 and 8 px and 48 channels in every layer. A pipeline of two stages:
 
 1. ``multires`` (``WORKDIR/multires``): a full-width generator with multi-resolution outputs
-   against the multi-resolution discriminator, from scratch (the paper tunes this stage from
-   a trained StyleGAN2, which a demo does not have).
-2. ``anycost`` (``WORKDIR/anycost``): elastic channels (uniform ratios 0.25..1) tuned, at half
-   the learning rate, from stage 1's EMA generator with its channels sorted by importance,
-   distilled from that frozen generator (MSE at every resolution), against stage 1's
-   discriminator now conditioned on the sampled architecture.
+   against the multi-resolution discriminator, from scratch (the paper tunes this stage from a
+   trained StyleGAN2, which a demo does not have).
+2. ``anycost`` (``WORKDIR/anycost``): elastic channels (uniform ratios 0.25..1) tuned at half
+   the learning rate from stage 1's EMA generator, its channels sorted by importance, distilled
+   from that frozen generator, against stage 1's discriminator conditioned on the architecture.
 
-Why two stages and not elastic channels from scratch: with the same images, a generator trained
-with sampled widths from its first step learns clearly worse than a full-width one (measured at
-16 px, 1000 steps each: the full-width runs drew separate discs and rings, every elastic run --
-with or without distillation, with or without the conditioned D -- muddy mixed-color blobs).
-Sub-networks need a good full network to be cut from and distilled toward, as in the paper.
+Elastic channels from scratch learn clearly worse than this two-stage recipe; 16 px and 48
+channels are what a CPU can learn in minutes (``benchmarks/README.md`` has the measurements).
 
-Why 16 px and 48 channels: what this StyleGAN2 learns in 10 CPU minutes is bounded by the
-images it sees, and a 16 px step costs far less than a 32 px one. Measured (same 2-core CPU,
-``benchmarks/train_step.py``'s multires case, batch 16): 63 images/s at 32 px with 64/32
-channels (the earlier demo: ~19k images in stage 1, compact mixed-color blobs), 301 at 16 px
-with 48 channels, 468 with 32. With 32 channels (8 at 0.25x) stage 1 drew the cleanest shapes, but the 0.25x row
-changed colors and lost shapes even after 4000 stage-2 steps or distillation weight 3; 48 (12 at
-0.25x) keeps that row the same picture.
-
-Hardware and time: under 10 minutes on a 2-core CPU, start-up, compilation and dataset
-generation included (measured: 8 min 19 s from a fresh data directory, one CPU device, with a
-benchmark holding the other core, so the run got one core: 487 s of CPU time; stages 1 and 2 at
-~20 and ~16.5 steps/s. Before the CPU transposed-conv rewrite the same command took 8 min 0 s
-on an idle machine using both cores, 1085 s of CPU). Expected result:
-``WORKDIR/anycost/samples/00001500.png`` shows, for eight fixed z (untruncated), rows of widths
-1, 0.75, 0.5, 0.25x and columns of resolutions 16 and 8: flat-colored discs, ellipses and
-ring-like shapes in the dataset's four saturated colors on its muted backgrounds (two of the
-eight were background only in the measured run), the same picture in every row (the 0.25x row
-differs in details) and column. Edges are soft, not yet the dataset's crisp ones: stage 1 sees 96k
-images. For a longer run use a new workdir and
-``--config.stage.multires.num_steps=20000 --config.stage.anycost.num_steps=5000``; raising only
-``stage.anycost.num_steps`` resumes stage 2 where it stopped.
+Hardware and time: under 10 minutes on a 2-core CPU, compilation and dataset generation
+included. Expected result: ``WORKDIR/anycost/samples/00001500.png`` shows, for eight fixed z,
+rows of widths 1, 0.75, 0.5, 0.25x and columns of resolutions 16 and 8: flat-colored discs,
+ellipses and rings in the dataset's colors, the same picture in every row and column (the 0.25x
+row differs in details), edges still soft. For a longer run use a new workdir and
+``--config.stage.multires.num_steps=20000 --config.stage.anycost.num_steps=5000``.
 
     python launch/train.py --config=configs/demo.py --workdir=runs/demo
     tensorboard --logdir=runs/demo

@@ -16,12 +16,11 @@ With ``--what both`` a directory output gets ``OUTPUT/generator`` and ``OUTPUT/d
 """
 from __future__ import annotations
 
-import os
 import sys
 
 from absl import app, flags, logging
 
-from anycost_jax import convert, modeldir
+from anycost_jax import convert
 
 WHAT = convert.KINDS + ('both',)
 
@@ -34,25 +33,6 @@ flags.DEFINE_string('key', None, 'checkpoint key of the model: default g_ema (ge
                     'with --what both, "G" picks the generator key only, "G,D" both')
 
 
-# TODO(workdir): a directory holding generator/ and discriminator/ (a --what both output, or a training
-# workdir's final models) is detected here; anycost_jax/workdir.py will own that rule.
-def _input_for(path: str, kind: str) -> str:
-    """``path`` itself, or its ``generator`` / ``discriminator`` subdirectory."""
-    sub = os.path.join(path, convert.SUBDIRS[kind])
-    if os.path.isdir(path) and not modeldir.is_modeldir(path) and os.path.isdir(sub):
-        return sub
-    return path
-
-
-def convert_checkpoint(input: str, output: str, what: str = 'generator', key: str | None = None,
-                       log=print) -> list[str]:
-    """Converts ``what`` from ``input`` to ``output`` (see :func:`anycost_jax.convert.convert_models`)."""
-    if not input or not output:
-        raise ValueError(f'input={input!r} and output={output!r}: both are required')
-    keys = convert.parse_keys(what, key)
-    return convert.convert_models({kind: _input_for(input, kind) for kind in keys}, output, keys, log=log)
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -61,7 +41,7 @@ def main(argv):
     if not FLAGS['verbosity'].present:  # orbax logs every step of a save at INFO
         logging.set_verbosity(logging.WARNING)
     try:
-        convert_checkpoint(FLAGS.input, FLAGS.output, FLAGS.what, FLAGS.key)
+        convert.convert_checkpoint(FLAGS.input, FLAGS.output, FLAGS.what, FLAGS.key)
     except (OSError, ValueError) as e:  # missing/unreadable/mismatched checkpoints: the message says it all
         sys.exit(f'error: {e}')
 

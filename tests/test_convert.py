@@ -548,7 +548,7 @@ def test_launch_convert_end_to_end(gen, dmulti, pt_file, tmp_path, capsys):
     g, v = gen
     d, dv = dmulti
     out = str(tmp_path / 'ours')
-    written = launch_convert.convert_checkpoint(pt_file, out, what='both')
+    written = convert.convert_checkpoint(pt_file, out, what='both')
     assert written == [os.path.join(out, 'generator'), os.path.join(out, 'discriminator')]
     log = capsys.readouterr().out
     assert 'found generator in' in log and "(key 'g_ema')" in log and 'Generator 32x32' in log
@@ -562,7 +562,7 @@ def test_launch_convert_end_to_end(gen, dmulti, pt_file, tmp_path, capsys):
     assert_same_variables(dv, convert.load_discriminator(written[1])[1])
     # and back to the original format from the 'both' directory
     back = str(tmp_path / 'back' / 'model.pt')
-    assert launch_convert.convert_checkpoint(out, back, what='both') == [back]
+    assert convert.convert_checkpoint(out, back, what='both') == [back]
     ckpt, ref = load_torch_file(back), load_torch_file(pt_file)
     assert set(ckpt) == {'g_ema', 'd'}
     for part in ckpt:
@@ -586,6 +586,6 @@ def test_launch_convert_end_to_end(gen, dmulti, pt_file, tmp_path, capsys):
         main(f'--input={tmp_path / "d_only"}', f'--output={tmp_path / "x"}')
     assert_same_variables(dv, convert.load_discriminator(str(tmp_path / 'd_only'))[1])
     with pytest.raises(ValueError, match=r"key='a,b,c': expected G or G,D"):
-        launch_convert.convert_checkpoint(pt_file, out, what='both', key='a,b,c')
+        convert.convert_checkpoint(pt_file, out, what='both', key='a,b,c')
     with pytest.raises(ValueError, match=r"what='all' is not supported"):
-        launch_convert.convert_checkpoint(pt_file, out, what='all')
+        convert.convert_checkpoint(pt_file, out, what='all')

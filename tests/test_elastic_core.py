@@ -96,3 +96,8 @@ def test_generator_noise_shapes_and_target_res():
     assert GEN.check_target_res(None) == 16 and GEN.check_target_res(8) == 8
     with pytest.raises(ValueError, match='target_res=32'):
         GEN.check_target_res(32)
+
+
+def test_unique_labels_keep_the_first_and_number_the_repeats():
+    assert core.unique_labels(['a', 'b', 'a', 'a', 'a#2']) == ['a', 'b', 'a#2', 'a#3', 'a#2#2']
+    assert core.unique_labels([]) == []

@@ -264,3 +264,17 @@ def test_reconstruction_loss():
     _, no_lpips = et.reconstruction_loss(recon, target, w_pred, w_true, et.EncoderTrainConfig(lpips_weight=0.),
                                          lpips, 16)
     assert 'lpips' not in no_lpips
+
+
+def test_encoder_config_file_is_the_library_config():
+    import subprocess
+    import sys
+    from configs import encoder as encoder_config
+    c = encoder_config.get_config()
+    fields = {k: v for k, v in c.items() if k not in ('generator', 'init', 'export_pt')}
+    assert et.EncoderTrainConfig(**fields) == et.EncoderTrainConfig()  # same fields, same defaults
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, 'launch/train_encoder.py', '--config=configs/encoder.py',
+                        '--config.steps=3', '--workdir=/nonexistent'], cwd=root, capture_output=True, text=True,
+                       timeout=120, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+    assert r.returncode != 0 and '--config.generator and --workdir are required' in r.stderr

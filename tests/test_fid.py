@@ -294,7 +294,7 @@ def test_fake_features_same_latents_for_every_config(tiny_gen):
     n = 10  # one full batch of 8 and a padded one
     stats = fid.fake_features(gen, variables, configs, n_images=n, batch_size=8, seed=7, extractor=ext,
                               progress=False)
-    assert [s.dataset for s in stats] == ['1.0x@8#0', '0.5x@8', '1.0x@4', '0.5x@4', '1.0x@8#1']
+    assert [s.dataset for s in stats] == ['1.0x@8', '0.5x@8', '1.0x@4', '0.5x@4', '1.0x@8#2']  # as consistency's
     assert [s.resolution for s in stats] == [8, 8, 4, 4, 8]
     for s in stats:
         assert s.n_images == n and np.isfinite(s.mu).all() and np.isfinite(s.sigma).all()

@@ -3,10 +3,9 @@
 Fixture provenance
 ------------------
 ``fixtures/torch_saved.pt``, ``fixtures/torch_saved_legacy.pt`` and
-``fixtures/torch_saved_expected.npz`` were generated once with real PyTorch
-2.13 (CPU) and numpy by a throwaway script that is deliberately not part of
-this repository (the project must not depend on torch).  The script built a
-dict with:
+``fixtures/torch_saved_expected.npz`` were generated with real PyTorch 2.13
+(CPU) by ``fixtures/make_torch_io_fixture.py`` (run in a torch environment;
+the project itself must not depend on torch), which builds a dict with:
 
 * ``'g_ema'``: an OrderedDict of float32 tensors -- ``conv.weight`` (2, 3, 3, 3)
   from ``torch.randn`` with seed 0; ``linear.weight_t``, a (3, 5) random tensor

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 import jax
 import numpy as np
 
-from anycost_jax import download, elastic, modeldir
+from anycost_jax import download, elastic, modeldir, workdir
 from anycost_jax.convert import original, resnet
 from anycost_jax.convert.table import ConversionError
 from anycost_jax.convert.torch_io import load_torch_file, save_torch_file
@@ -32,7 +32,7 @@ from anycost_jax.models.generator import MEAN_W_SAMPLES, Generator, mean_w
 __all__ = ['load_generator', 'load_discriminator', 'save_model', 'load_model', 'save_original', 'resolve_path',
            'ConversionError', 'load_torch_file', 'save_torch_file', 'add_mean_style', 'load_encoder',
            'load_attribute_predictor', 'encoder_to_state_dict', 'save_original_encoder', 'KINDS', 'SUBDIRS',
-           'parse_keys', 'describe', 'convert_models']
+           'parse_keys', 'describe', 'convert_models', 'convert_checkpoint']
 
 # Our model-directory format lives in anycost_jax.modeldir; these names keep the callers of convert working.
 save_model = modeldir.save
@@ -159,7 +159,8 @@ def save_original_encoder(path: str, encoder: ResNet50Encoder, variables: dict) 
 
 KINDS = ('generator', 'discriminator')
 DEFAULT_KEYS = {'generator': 'g_ema', 'discriminator': 'd'}
-SUBDIRS = {'generator': 'generator', 'discriminator': 'discriminator'}  # of an output holding both
+# Of an output holding both: the same layout as a training workdir's final models.
+SUBDIRS = {'generator': workdir.GENERATOR, 'discriminator': workdir.DISCRIMINATOR}
 
 
 def parse_keys(what: str, key: Optional[str] = None) -> dict[str, str]:
@@ -241,3 +242,22 @@ def convert_models(inputs: dict[str, str], output: str, keys: Optional[dict[str,
         written.append(modeldir.save(dest, module, variables))
         log(f'wrote {kind} to {written[-1]}')
     return written
+
+
+def _input_for(path: str, kind: str) -> str:
+    """``path`` itself, or its ``generator`` / ``discriminator`` subdirectory (a directory holding
+    both: a ``what='both'`` output or a training workdir's final models)."""
+    sub = os.path.join(path, SUBDIRS[kind])
+    if os.path.isdir(path) and not modeldir.is_modeldir(path) and os.path.isdir(sub):
+        return sub
+    return path
+
+
+def convert_checkpoint(input: str, output: str, what: str = 'generator', key: Optional[str] = None,
+                       log: Callable[[str], Any] = print) -> list[str]:
+    """Converts ``what`` (``generator``, ``discriminator`` or ``both``) from ``input`` to ``output``
+    (:func:`convert_models`); ``key`` as :func:`parse_keys`. Returns the written paths."""
+    if not input or not output:
+        raise ValueError(f'input={input!r} and output={output!r}: both are required')
+    keys = parse_keys(what, key)
+    return convert_models({kind: _input_for(input, kind) for kind in keys}, output, keys, log=log)

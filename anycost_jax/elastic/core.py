@@ -144,3 +144,18 @@ def nonzero_indices(scale, threshold: float = 0.) -> np.ndarray:
     if scale.ndim != 1:
         raise ValueError(f'expected a scale vector [C], got shape {scale.shape}')
     return np.flatnonzero(np.abs(scale) > threshold)
+
+
+def unique_labels(labels: Sequence[str]) -> list[str]:
+    """``labels`` made distinct: a repeated label keeps its first occurrence and gets ``#2``, ``#3``...
+    after (e.g. several flexible configs at one resolution)."""
+    out: list[str] = []
+    taken: set[str] = set()
+    for base in labels:
+        lab, k = base, 1
+        while lab in taken:
+            k += 1
+            lab = f'{base}#{k}'
+        taken.add(lab)
+        out.append(lab)
+    return out

@@ -209,15 +209,8 @@ def labelled(gen: Generator, configs: Union[Mapping[str, SubConfig], Sequence[Su
     several flexible configs at one resolution, get ``#2``, ``#3``... suffixes)."""
     if isinstance(configs, Mapping):
         return dict(configs)
-    out: dict[str, SubConfig] = {}
-    for cfg in configs:
-        label = base = cfg.label(gen)
-        k = 1
-        while label in out:
-            k += 1
-            label = f'{base}#{k}'
-        out[label] = cfg
-    return out
+    configs = list(configs)
+    return dict(zip(elastic.unique_labels([cfg.label(gen) for cfg in configs]), configs))
 
 
 def uniform_configs(gen: Generator, ratios: Sequence[float] = elastic.RATIOS[::-1],

@@ -42,7 +42,7 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 from scipy import linalg
 
-from anycost_jax import sharding
+from anycost_jax import elastic, sharding
 from anycost_jax.models.generator import Generator
 from anycost_jax.sharding import AXIS
 from anycost_jax.convert.inception import load_inception
@@ -424,14 +424,7 @@ def config_label(gen: Generator, cfg: SubConfig) -> str:
 
 
 def _labels(gen: Generator, configs: Sequence[SubConfig]) -> list[str]:
-    labels = [config_label(gen, c) for c in configs]
-    seen: dict[str, int] = {}
-    out = []
-    for lab in labels:
-        k = seen.get(lab, 0)
-        seen[lab] = k + 1
-        out.append(lab if k == 0 and labels.count(lab) == 1 else f'{lab}#{k}')
-    return out
+    return elastic.unique_labels([config_label(gen, c) for c in configs])
 
 
 def sample_latents(gen: Generator, seed, indices, noise: bool = True):
