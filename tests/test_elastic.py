@@ -182,3 +182,8 @@ def test_sorting_rejects_exported_generators(variables):
     sub, sub_vars = elastic.export(GEN, variables, channel_ratio=0.5)
     with pytest.raises(ValueError, match='full generator'):
         sorting.sort_channels(sub, sub_vars, jax.random.key(0), n_sample=10)
+
+
+def test_the_trainer_config_accepts_exactly_the_sampling_modes():
+    from anycost_jax.train import config_lib  # jax-free, so it keeps its own copy
+    assert config_lib.CHANNEL_MODES == elastic.SAMPLING_MODES

@@ -54,7 +54,7 @@ LBFGS_MEMORY = 10                            # FullBatchLBFGS history_size
 LBFGS_MAX_LINESEARCH = 10                    # the original's max_ls
 ENCODER_RES = 256                            # the encoder reads targets resized to 256
 N_SUBGENERATOR_RES = 3                       # the original draws from 256, 512, 1024
-SUBGENERATOR_MODES = ('uniform', 'flexible', 'sandwich')
+SUBGENERATOR_MODES = elastic.SAMPLING_MODES
 
 
 @dataclasses.dataclass

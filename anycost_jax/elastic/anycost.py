@@ -25,6 +25,8 @@ from anycost_jax.elastic.core import check_widths, sample_choices, slice_to_shap
 BASE_CHANNELS = {4: 4096, 8: 2048, 16: 1024, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
 # The width ratios a sub-generator may use; the architecture code is one-hot over these.
 RATIOS = (0.25, 0.5, 0.75, 1.0)
+# How a training step draws its sub-generator (:func:`sample`).
+SAMPLING_MODES = ('uniform', 'flexible', 'sandwich')
 SUPPORTED_RESOLUTIONS = tuple(BASE_CHANNELS)[1:]  # a generator needs at least one up-sampling block
 # The original computes the flexible sampler's lower bound with a hard-coded channel_max.
 _BOTTOM_CHANNEL_MAX = 512
@@ -127,8 +129,8 @@ def sample(rng: jax.Array, resolution: int, full: Sequence[int], mode: str = 'un
     if mode == 'uniform':
         k = jax.random.randint(k_ratio, (), 0, len(RATIOS))
         return uniform[k], jnp.full((n,), k, jnp.int32)
-    if mode not in ('flexible', 'sandwich'):
-        raise ValueError(f"mode={mode!r} is not supported; expected 'uniform', 'flexible' or 'sandwich'")
+    if mode not in SAMPLING_MODES:
+        raise ValueError(f"mode={mode!r} is not supported; expected one of {SAMPLING_MODES}")
     space = FlexibleSpace(resolution, full, min_channel, divided_by)
     ratio_idx = sample_choices(k_ratio, space.ratio_choices)
     widths = space.widths_of(ratio_idx)

@@ -76,7 +76,7 @@ class StepConfig:
     def __post_init__(self):
         if not 1 <= self.n_sampled_res <= self.n_res:
             raise ValueError(f'n_sampled_res={self.n_sampled_res} must be in [1, n_res={self.n_res}]')
-        if self.channel_mode not in (None, 'uniform', 'flexible', 'sandwich'):
+        if self.channel_mode not in (None,) + elastic.SAMPLING_MODES:
             raise ValueError(f'channel_mode={self.channel_mode!r}; expected None, uniform, flexible or sandwich')
         if self.conditioned_d and self.channel_mode is None:
             raise ValueError('conditioned_d needs elastic channels (channel_mode)')

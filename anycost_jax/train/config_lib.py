@@ -24,7 +24,7 @@ import ml_collections
 from ml_collections import config_dict
 
 
-CHANNEL_MODES = ('uniform', 'flexible', 'sandwich')
+CHANNEL_MODES = ('uniform', 'flexible', 'sandwich')  # elastic.SAMPLING_MODES; no jax import here
 # The run shape a checkpoint must match to be resumed (everything else may change on resume,
 # e.g. num_steps, logging intervals).
 RESUME_KEYS = ('resolution', 'model', 'n_res', 'channel_mode', 'conditioned_d', 'dataset', 'seed', 'batch_size')
