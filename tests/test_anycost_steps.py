@@ -41,6 +41,7 @@ STAGES = {
 }
 
 
+@pytest.mark.slow
 def test_one_compile_for_every_sampled_subnetwork():
     cfg, multires = STAGES['anycost']
     state, steps, teacher = make(cfg, multires)
@@ -74,6 +75,7 @@ def test_one_subnetwork_per_minibatch_stddev_group():
     assert steps.subnetworks(jax.random.key(0), 4)[0].shape == (4, len(GEN.full_channels()))
 
 
+@pytest.mark.slow
 def test_per_sample_masks_equal_each_sliced_subgenerator():
     # A batch whose samples run different sub-networks (the masked training path) gives, sample
     # by sample, the image of that sub-network's sliced generator.
@@ -88,6 +90,7 @@ def test_per_sample_masks_equal_each_sliced_subgenerator():
     assert len({tuple(c) for c in configs}) == 4 and configs[1] == full
 
 
+@pytest.mark.slow
 def test_regularizers_start_at_their_interval_and_ema_is_updated_once_per_iteration():
     cfg = st.StepConfig(pl_weight=2., g_reg_every=2, d_reg_every=4, ema_beta=0.5)
     assert [i for i in range(8) if cfg.r1_due(i)] == [3, 7]  # the original counts iterations from 1
@@ -144,6 +147,7 @@ def _bf16_ops(fn, *args) -> int:
     return count(jaxpr.jaxpr)
 
 
+@pytest.mark.slow
 def test_bf16_blocks_compute_in_bf16_and_stay_close():
     z = jax.random.normal(jax.random.key(3), (4, 16))
     v = GEN.init_variables(jax.random.key(0))
@@ -168,6 +172,7 @@ def test_bf16_blocks_compute_in_bf16_and_stay_close():
     assert jax.grad(lambda x: fast_d.apply(dv, x, arch).sum())(ref).dtype == jnp.float32
 
 
+@pytest.mark.slow
 def test_bf16_training_step_keeps_float32_state():
     cfg, _ = STAGES['anycost']
     mesh = jax.make_mesh((jax.device_count(),), (st.AXIS,))

@@ -119,6 +119,7 @@ def test_color_attributes_score_the_palette():
     np.testing.assert_allclose(probs, [[0.5, 0.75]], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_compute_directions_moves_the_attribute():
     found, accuracy = dirs.compute_directions(GEN, VARS, dirs.color_attributes, n_samples=2000, batch_size=250,
                                               top_fraction=0.1, progress=False, return_accuracy=True)
@@ -135,6 +136,7 @@ def test_compute_directions_moves_the_attribute():
     assert after.mean() > 1.5 * before.mean() and (after > before).mean() > 0.7
 
 
+@pytest.mark.slow
 def test_edit_launcher_writes_before_and_after(tmp_path):
     ckpt = str(tmp_path / 'tiny.pt')
     convert.save_original(ckpt, GEN, VARS)

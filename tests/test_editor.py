@@ -131,6 +131,7 @@ def test_api_drops_stale_requests_and_rejects_bad_ones(server):
     assert code == 400 and 'not an image' in out['error']
 
 
+@pytest.mark.slow
 def test_api_projects_an_upload(server, tiny):
     ed, url = server
     img = np.zeros((24, 20, 3), np.uint8)

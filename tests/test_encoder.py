@@ -45,6 +45,7 @@ def _rel_err(got, want):
 # --------------------------------------------------------------------------- parity with the original
 
 
+@pytest.mark.slow
 def test_encoder_and_predictor_match_original(tmp_path):
     helper = _fixture_helper()
     ref = np.load(os.path.join(FIX, 'encoder_expected.npz'))
@@ -212,6 +213,7 @@ def test_predictor_round_trip_and_errors(tiny, tmp_path):
 # --------------------------------------------------------------------------- training
 
 
+@pytest.mark.slow
 def test_train_encoder_steps_save_and_resume(tmp_path):
     gen = Generator(16, style_dim=16, n_mlp=1, channel_multiplier=1 / 64)
     g_vars = gen.init_variables(jax.random.key(0))

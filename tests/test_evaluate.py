@@ -35,6 +35,7 @@ def settings(tmp_path, **kw):
     return ev.Settings(**base)
 
 
+@pytest.mark.slow
 def test_every_metric_over_the_grid(tmp_path, variables):
     configs = ev.grid(GEN, (1.0, 0.5), (16, 8))
     assert list(configs) == ['1.0x@16', '1.0x@8', '0.5x@16', '0.5x@8']
@@ -76,6 +77,7 @@ def test_errors_say_what_to_do(tmp_path, variables):
         ev.grid(GEN, (0.3,), (16,))
 
 
+@pytest.mark.slow
 def test_launcher_table_json_and_tensorboard(tmp_path, variables):
     # A pipeline's workdir (as runs/demo): the last stage's generator is exported into it.
     run = tmp_path / 'run'

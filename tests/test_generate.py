@@ -19,6 +19,7 @@ def run_generate(*args):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_generate_writes_grid_and_samples(tmp_path):
     proc = run_generate(*TINY, f'--outdir={tmp_path}', '--seeds=3-4', '--channel_ratio=0.5', '--target_res=8')
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -59,6 +59,7 @@ def test_lpips_input_clamps_and_shrinks():
     assert lpips.prepare(small).shape == (1, 64, 64, 3) and float(lpips.prepare(small).min()) == -1.
 
 
+@pytest.mark.slow
 def test_distillation_is_zero_for_a_perfect_student_and_grows_with_error():
     teacher = jax.random.uniform(jax.random.key(4), (2, 64, 64, 3), minval=-1, maxval=1)
     perfect = distill.teacher_pyramid(teacher, [64, 32])

@@ -4,6 +4,10 @@ import json
 import os
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # runs the whole notebook
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, 'notebooks', 'colab_tpu.ipynb')
 # The demo config shrunk to the size of the trainer tests' models: the notebook's code paths, not its scale.

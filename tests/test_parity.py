@@ -48,6 +48,7 @@ def _check(errors: dict, n_min: int, tol: float):
     assert not bad, bad
 
 
+@pytest.mark.slow
 def test_generator_matches_original_every_width_and_resolution():
     errors = dict(parity.generator_errors(PT, NPZ))
     # 4 ratios x 4 targets (sliced, masked, intermediate rgbs) + flexible + mixing

@@ -19,6 +19,8 @@ from anycost_jax.elastic import sorting
 from anycost_jax.eval import evaluate as evaluate_lib
 from anycost_jax.train import anycost, loop, trainer
 
+pytestmark = pytest.mark.slow  # end-to-end runs of the real trainer
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -430,6 +432,7 @@ def test_pipeline_runs_its_stages_in_order_and_resumes(data_dir, tmp_path, caplo
     # Resuming with more stage-2 steps: stage 1 is skipped, stage 2 continues from its step 1.
     caplog.clear()
     caplog.set_level(logging.INFO, logger=trainer.__name__)
+    caplog.set_level(logging.INFO, logger=loop.__name__)  # the loop says where it resumed
     more = trainer.train_and_evaluate(_tiny_pipeline(data_dir, anycost_steps=2), run)
     messages = [r.getMessage() for r in caplog.records]
     assert any('stage multires already finished' in m for m in messages), messages
