@@ -101,3 +101,26 @@ def test_generator_noise_shapes_and_target_res():
 def test_unique_labels_keep_the_first_and_number_the_repeats():
     assert core.unique_labels(['a', 'b', 'a', 'a', 'a#2']) == ['a', 'b', 'a#2', 'a#3', 'a#2#2']
     assert core.unique_labels([]) == []
+
+
+def test_export_module_cuts_any_module_to_its_smaller_twin():
+    import flax.linen as nn
+
+    class Net(nn.Module):  # not a generator: two dense layers whose width is a field
+        width: int
+
+        @nn.compact
+        def __call__(self, x):
+            self.variable('stats', 'scale', lambda: jnp.float32(2.))
+            h = nn.relu(nn.Dense(self.width, name='hidden')(x))
+            return nn.Dense(3, name='out')(h)
+
+    x = jnp.ones((1, 4))
+    full = Net(8)
+    v = full.init(jax.random.key(0), x)
+    small = core.export_module(Net(5), {'params': v['params']} | {'stats': {'scale': np.float32(3.)}}, x)
+    assert small['params']['hidden']['kernel'].shape == (4, 5) and small['params']['out']['kernel'].shape == (5, 3)
+    np.testing.assert_array_equal(small['params']['hidden']['kernel'], np.asarray(v['params']['hidden']['kernel'])[:, :5])
+    # the sliced tree runs in the smaller module
+    assert Net(5).apply({'params': small['params'], 'stats': small['stats']}, x).shape == (1, 3)
+    assert small['stats']['scale'] == 3.  # collections are taken as given, not re-initialized

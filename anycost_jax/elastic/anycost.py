@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from anycost_jax.elastic.core import check_widths, sample_choices, slice_to_shapes
+from anycost_jax.elastic.core import check_widths, export_module, sample_choices
 
 # Number of channels per resolution before the channel multiplier (StyleGAN2's table).
 BASE_CHANNELS = {4: 4096, 8: 2048, 16: 1024, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
@@ -177,11 +177,7 @@ def export(generator, variables: dict, channel_ratio: float | None = None, chann
     fan_in = list(generator.fan_in_widths or generator.full_channels())
     sub = generator.clone(widths=tuple(widths[:n]), fan_in_widths=tuple(fan_in[:n]),
                           output_res=top if top != generator.resolution else None)
-    shapes = jax.eval_shape(lambda: sub.init({'params': jax.random.key(0)}, jnp.zeros((1, sub.style_dim))))
-    sub_vars = slice_to_shapes(variables, shapes)
-    for k in variables:  # e.g. stats/w_avg: independent of the widths
-        sub_vars.setdefault(k, variables[k])
-    return sub, sub_vars
+    return sub, export_module(sub, variables, jnp.zeros((1, sub.style_dim)))  # stats/w_avg kept
 
 
 def label(ratio_or_channels: Union[float, Sequence[int], None], res: int) -> str:

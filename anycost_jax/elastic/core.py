@@ -111,6 +111,18 @@ def slice_to_shapes(tree: Mapping[str, Any], shape_tree: Mapping[str, Any]) -> d
     return out
 
 
+def export_module(sub_module, variables: Mapping[str, Any], *example_inputs) -> dict:
+    """The variables of ``sub_module`` (the same module class built with smaller widths) cut out
+    of the full network's ``variables``: the shapes come from tracing ``sub_module.init`` on
+    ``example_inputs``; collections the smaller module does not create (e.g. constants
+    independent of the widths) are kept as they are."""
+    shapes = jax.eval_shape(lambda: sub_module.init({'params': jax.random.key(0)}, *example_inputs))
+    out = slice_to_shapes(variables, shapes)
+    for k in variables:
+        out.setdefault(k, variables[k])
+    return out
+
+
 # --------------------------------------------------------------------------- channel permutations
 
 
