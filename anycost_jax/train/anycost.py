@@ -254,7 +254,8 @@ def eval_settings(config, workdir: str) -> evaluate_lib.Settings:
     return evaluate_lib.Settings(n_fid=config.eval_n_fid, n_ppl=config.eval_n_ppl,
                                  n_consistency=config.eval_n_consistency, seed=config.seed, stats=stats,
                                  dataset=config.dataset, data_dir=config.data_dir, manual_dir=config.manual_dir,
-                                 source_resolution=config.resolution, inception=config.inception or None, progress=False)
+                                 source_resolution=config.resolution, inception=config.inception or None,
+                                 progress=False)
 
 
 def evaluate(config, gen, disc, state, step, writer, workdir):
