@@ -123,6 +123,12 @@ def _worst(verdict: int) -> int:
     return int(np.max(multihost_utils.process_allgather(np.int32(verdict))))
 
 
+def moved_aside(directory) -> list[str]:
+    """The names of the checkpoints under ``directory`` that failed to restore and were moved aside."""
+    directory = epath.Path(directory)
+    return sorted(p.name for p in directory.glob(f'*{_CORRUPT}*')) if directory.exists() else []
+
+
 def _paths(tree) -> dict:
     return {jax.tree_util.keystr(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
@@ -215,7 +221,7 @@ class Checkpointer:
                 raise FileNotFoundError(f'no checkpoint for step {step} in {self.directory}; saved steps: {steps}')
             steps = [int(step)]
         if not steps:
-            aside = sorted(p.name for p in self.directory.glob(f'*{_CORRUPT}*')) if self.directory.exists() else []
+            aside = moved_aside(self.directory)
             if aside:
                 log.warning('no usable checkpoint in %s (only corrupt ones moved aside: %s); starting fresh',
                             self.directory, aside)

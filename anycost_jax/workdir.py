@@ -107,8 +107,7 @@ def finished(workdir: str, num_steps: int) -> bool:
 
 def corrupt_checkpoints(workdir: str) -> list[str]:
     """Checkpoints the checkpointer moved aside as unreadable."""
-    directory = checkpoint_dir(workdir)
-    return sorted(d for d in os.listdir(directory) if '.corrupt' in d) if os.path.isdir(directory) else []
+    return ckpt_lib.moved_aside(checkpoint_dir(workdir))
 
 
 def restore_fields(workdir: str, fields: Sequence[str], step: Optional[int] = None) -> tuple[dict, dict, int]:

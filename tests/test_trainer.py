@@ -90,7 +90,6 @@ def stages(tmp_path_factory, data_dir):
     s1 = out['multires'][0]
     # Stage 2 from stage 1's exported *model directory* (generator/ + discriminator/ beside it),
     # with the periodic evaluation on (a small stand-in for the Inception network: no download).
-    from anycost_jax.eval import evaluate as evaluate_lib
     from tests.test_fid import tiny_extractor
     evaluate_lib._EXTRACTORS[None] = tiny_extractor()[0]
     try:

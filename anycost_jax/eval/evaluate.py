@@ -113,14 +113,18 @@ def real_statistics(settings: Settings, resolutions: Sequence[int]) -> dict:
     return out
 
 
+def _res(gen: Generator, cfg: SubConfig) -> int:
+    return cfg.target_res or gen.top_res
+
+
 def _macs(gen, variables, configs, settings):
-    return {k: {'macs': float(macs.generator_macs(gen, c.channel_ratio, c.channels, c.target_res or gen.top_res))}
+    return {k: {'macs': float(macs.generator_macs(gen, c.channel_ratio, c.channels, _res(gen, c)))}
             for k, c in configs.items()}
 
 
 def _fid(gen, variables, configs, settings):
     from anycost_jax.eval import fid
-    res_of = {k: c.target_res or gen.top_res for k, c in configs.items()}
+    res_of = {k: _res(gen, c) for k, c in configs.items()}
     reals = real_statistics(settings, res_of.values())
     fakes = fid.fake_features(gen, variables, list(configs.values()), settings.n_fid, settings.batch_size,
                               settings.seed, extractor=feature_extractor(settings), progress=settings.progress)
@@ -138,7 +142,7 @@ def _ppl(gen, variables, configs, settings):
     return {k: {'ppl': ppl.compute_ppl(gen, variables, settings.n_ppl, settings.batch_size or 16, seed=settings.seed,
                                        channel_ratio=c.channel_ratio, channels=c.channels, target_res=c.target_res,
                                        progress=settings.progress)
-                if (c.target_res or gen.top_res) >= PPL_MIN_RES else None}
+                if _res(gen, c) >= PPL_MIN_RES else None}
             for k, c in configs.items()}
 
 
