@@ -71,7 +71,7 @@ from anycost_jax.elastic import (check_channels, check_ratio, full_channels, num
                                  resolutions_up_to, uniform_channels)
 
 __all__ = ['count_generator_macs', 'count_generator_params', 'macs_breakdown', 'generator_macs',
-           'generator_params']
+           'generator_params', 'CONVENTIONS', 'profile_ops', 'count_macs', 'count_params']
 
 _KERNEL = 3  # styled convs are 3x3
 _BLUR_TAPS = 16  # the (1, 3, 3, 1) FIR kernel, as a 4x4 depthwise conv
@@ -228,3 +228,56 @@ def generator_params(generator, channel_ratio: Optional[float] = None, channels:
     """:func:`count_generator_params` for a generator module; with no sub-width and no early exit
     it is the full parameter count."""
     return count_generator_params(sliced=sliced, **_module_kwargs(generator, channel_ratio, channels, target_res))
+
+
+# ------------------------------------------------------------------ any network built from anycost_jax.nn layers
+#
+# The image-to-image networks are counted from a trace: their layers record what they compute
+# (anycost_jax.nn.profile) and a convention decides what counts. gan-compression's figures were
+# made with torchprofile 0.0.1 (2019-20), whose handlers count every instance norm (affine or
+# not) as one MAC per output element and batch norm as free; current torchprofile counts a norm
+# only when it is affine. Both read a convolution, transposed or not, as output elements x
+# input channels per group x kernel taps (a transposed conv on its output grid). Pads,
+# activations, additions and nearest resizes are free in both.
+
+CONVENTIONS = ('torchprofile-0.0.1', 'torchprofile')
+
+
+def profile_ops(module, *inputs, **kwargs) -> list:
+    """The operations ``module`` runs on ``inputs`` (arrays or shape structs) with ``kwargs``
+    (e.g. ``config=...``), traced once without computing anything."""
+    import jax
+
+    from anycost_jax.nn import profile
+
+    with profile.recording() as ops:
+        jax.eval_shape(lambda *xs: module.init({'params': jax.random.key(0), 'dropout': jax.random.key(1)},
+                                               *xs, **kwargs), *inputs)
+    return ops
+
+
+def _op_macs(op, convention: str) -> int:
+    if op.kind in ('conv', 'linear'):
+        return op.out * op.per_output
+    if op.kind in ('mean', 'mul'):
+        return op.out
+    if op.kind == 'instance_norm':
+        return op.out if convention == 'torchprofile-0.0.1' or op.affine else 0
+    if op.kind == 'batch_norm':
+        return op.out if convention == 'torchprofile' and op.affine else 0
+    raise ValueError(f'no MAC rule for operation kind {op.kind!r} ({op.path})')
+
+
+def count_macs(module, *inputs, convention: str = 'torchprofile-0.0.1', **kwargs) -> int:
+    """MACs of ``module(*inputs, **kwargs)`` under ``convention`` (one of :data:`CONVENTIONS`)."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f'convention={convention!r} is not known; expected one of {CONVENTIONS}')
+    return sum(_op_macs(op, convention) for op in profile_ops(module, *inputs, **kwargs))
+
+
+def count_params(module, *inputs, **kwargs) -> int:
+    """Elements of the ``params`` collection ``module`` creates on ``inputs`` (not its statistics)."""
+    import jax
+
+    shapes = jax.eval_shape(lambda *xs: module.init({'params': jax.random.key(0)}, *xs, **kwargs), *inputs)
+    return sum(math.prod(a.shape) for a in jax.tree.leaves(shapes.get('params', {})))

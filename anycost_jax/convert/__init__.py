@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from anycost_jax import download, elastic, modeldir, workdir
-from anycost_jax.convert import original, resnet
+from anycost_jax.convert import img2img, original, resnet
 from anycost_jax.convert.table import ConversionError
 from anycost_jax.convert.torch_io import load_torch_file, save_torch_file
 from anycost_jax.convert.resnet import encoder_to_state_dict
@@ -32,7 +32,8 @@ from anycost_jax.models.generator import MEAN_W_SAMPLES, Generator, mean_w
 __all__ = ['load_generator', 'load_discriminator', 'save_model', 'load_model', 'save_original', 'resolve_path',
            'ConversionError', 'load_torch_file', 'save_torch_file', 'add_mean_style', 'load_encoder',
            'load_attribute_predictor', 'encoder_to_state_dict', 'save_original_encoder', 'KINDS', 'SUBDIRS',
-           'parse_keys', 'describe', 'convert_models', 'convert_checkpoint']
+           'parse_keys', 'describe', 'convert_models', 'convert_checkpoint', 'load_img2img_generator',
+           'load_img2img_discriminator', 'save_img2img_generator', 'save_img2img_discriminator']
 
 # Our model-directory format lives in anycost_jax.modeldir; these names keep the callers of convert working.
 save_model = modeldir.save
@@ -125,6 +126,48 @@ def save_original(path: str, generator=None, g_variables=None, discriminator=Non
     if not out:
         raise ValueError('save_original: pass a generator and/or a discriminator with their variables')
     save_torch_file(out, path)
+
+
+# --------------------------------------------------------------------------- image-to-image (gan-compression)
+
+
+_IMG2IMG_HPARAMS = ('dropout_rate', 'padding_type')
+
+
+def _img2img_state_dict(path: str) -> dict:
+    local = resolve_path(path)
+    if os.path.isdir(local):
+        raise ConversionError(f'{path!r} is a directory; expected a gan-compression .pth state dict file')
+    return img2img.state_dict_of(load_torch_file(local), path)
+
+
+def load_img2img_generator(path: str, netG: str, **hparams):
+    """``(generator, variables)`` from a gan-compression generator ``.pth`` (e.g. ``latest_net_G.pth``).
+
+    ``netG``: gan-compression's ``--netG`` name (:data:`anycost_jax.convert.img2img.NETGS`); the
+    widths, channels, block count and norm come from the tensors. ``hparams``: what the weights do
+    not fix: ``dropout_rate`` (default 0), ``padding_type`` ('reflect' unless the blocks have no
+    pad layers, then 'zero').
+    """
+    unknown = sorted(set(hparams) - set(_IMG2IMG_HPARAMS))
+    if unknown:
+        raise ValueError(f'load_img2img_generator: unknown hyper-parameters {unknown}; netG={netG!r} takes '
+                         f'{list(_IMG2IMG_HPARAMS)} (the rest is read from the weights)')
+    return img2img.generator_from_state_dict(_img2img_state_dict(path), netG, **hparams)
+
+
+def load_img2img_discriminator(path: str, netD: str = 'n_layers'):
+    """``(discriminator, variables)`` from a gan-compression discriminator ``.pth`` (``latest_net_D.pth``)."""
+    return img2img.discriminator_from_state_dict(_img2img_state_dict(path), netD)
+
+
+def save_img2img_generator(path: str, generator, variables: dict) -> None:
+    """Writes ``generator``'s state dict as gan-compression saves it (``torch.load`` + ``load_state_dict``)."""
+    save_torch_file(img2img.generator_to_state_dict(generator, variables), path)
+
+
+def save_img2img_discriminator(path: str, discriminator, variables: dict) -> None:
+    save_torch_file(img2img.discriminator_to_state_dict(discriminator, variables), path)
 
 
 # --------------------------------------------------------------------------- encoder and attribute predictor

@@ -52,6 +52,8 @@ LAYOUTS: dict[str, tuple[Callable, Callable]] = {
     'same': (lambda a: a, lambda a: a),
     'linear': (lambda a: a.T, lambda a: a.T),  # [out, in] <-> [in, out]
     'conv': (lambda a: a.transpose(2, 3, 1, 0), lambda a: a.transpose(3, 2, 0, 1)),  # OIHW <-> HWIO
+    # a transposed conv's [in, out, kh, kw] <-> [kh, kw, in, out] (the permutation is its own inverse)
+    'conv_transpose': (lambda a: a.transpose(2, 3, 0, 1), lambda a: a.transpose(2, 3, 0, 1)),
     'nchw': (lambda a: a.transpose(0, 2, 3, 1), lambda a: a.transpose(0, 3, 1, 2)),  # NCHW <-> NHWC
 }
 

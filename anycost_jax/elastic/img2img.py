@@ -1,0 +1,78 @@
+"""Width rules of the image-to-image generators (GAN Compression's configs).
+
+A ResNet generator (dense or MobileNet-style) has these elastic layers, in this order::
+
+    stem, down1, res (down2: the width of the whole residual stream), inner_0 ... inner_{n-1}
+    (the hidden width of each residual block), up1, up2
+
+so ``n_blocks + 5`` per-layer widths; the full ones are ``ngf * (1, 2, 4, 4, ..., 4, 2, 1)``.
+GAN Compression names a sub-network by a config string of entries in units of ``ngf``-scale
+channels, multiplied by the layer's factor (x1, x2 or x4):
+
+* 8 entries ``c0_..._c7``: stem c0, down1 2*c1, res 4*c2, the inner width of blocks 0-2 / 3-5 /
+  6-8 4*c3 / 4*c4 / 4*c5 (for other block counts: the three groups of the MobileNet generator,
+  ``n // 3``, ``n // 3`` and the rest), up1 2*c6, up2 c7;
+* 6 entries ``c0_..._c5``: every block's inner width 4*c3, up1 2*c4, up2 c5;
+* **legacy** (``legacy_sub_mobile_resnet``): the first block of each group takes the group's
+  entry, the other blocks the residual width 4*c2.
+"""
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+from anycost_jax.elastic.core import check_widths, format_config, parse_config
+
+Config = Union[str, Sequence[int]]
+
+
+def resnet_num_layers(n_blocks: int) -> int:
+    return n_blocks + 5
+
+
+def resnet_full_widths(ngf: int, n_blocks: int = 9) -> tuple[int, ...]:
+    return (ngf, 2 * ngf, 4 * ngf) + (4 * ngf,) * n_blocks + (2 * ngf, ngf)
+
+
+def resnet_layout(n_blocks: int) -> str:
+    return f'stem, down1, res, inner_0..inner_{n_blocks - 1}, up1, up2'
+
+
+def block_groups(n_blocks: int) -> list[int]:
+    """The group (0, 1, 2) of each residual block: ``n // 3``, ``n // 3`` and the rest."""
+    n1 = n_blocks // 3
+    return [0 if i < n1 else 1 if i < 2 * n1 else 2 for i in range(n_blocks)]
+
+
+def resnet_widths(config: Config, n_blocks: int = 9, legacy: bool = False) -> tuple[int, ...]:
+    """Per-layer widths of a config string (or its entries) of 6 or 8 entries."""
+    c = parse_config(config) if isinstance(config, str) else tuple(config)
+    if len(c) not in (6, 8):
+        raise ValueError(f'config {format_config(c)!r} has {len(c)} entries; a ResNet config has 8 (stem, down1, '
+                         'res, blocks 0-2, 3-5, 6-8, up1, up2) or 6 (stem, down1, res, blocks, up1, up2)')
+    group = block_groups(n_blocks)
+    block_entry = [3 + (g if len(c) == 8 else 0) for g in group]
+    first_of_group = [i == 0 or group[i] != group[i - 1] for i in range(n_blocks)]
+    inner = [4 * (c[e] if not legacy or first else c[2]) for e, first in zip(block_entry, first_of_group)]
+    up1, up2 = (c[6], c[7]) if len(c) == 8 else (c[4], c[5])
+    return (c[0], 2 * c[1], 4 * c[2], *inner, 2 * up1, up2)
+
+
+def check_resnet_widths(widths: Sequence[int], full: Sequence[int]) -> tuple[int, ...]:
+    return check_widths(widths, full, name='ResNet generator widths', layout=resnet_layout(len(full) - 5))
+
+
+def resolve_resnet_config(config: Config, full: Sequence[int], legacy: bool = False) -> tuple[int, ...]:
+    """Per-layer widths from a config string (6 or 8 entries) or a per-layer tuple (``len(full)``
+    entries), checked against the full widths."""
+    n_blocks = len(full) - 5
+    if isinstance(config, str) or len(config) in (6, 8) and len(config) != len(full):
+        try:
+            widths = resnet_widths(config, n_blocks, legacy)
+        except ValueError as e:
+            raise ValueError(f'{e}; or pass {len(full)} per-layer widths ({resnet_layout(n_blocks)})') from None
+        try:
+            return check_resnet_widths(widths, full)
+        except ValueError as e:
+            raise ValueError(f'config {format_config(config) if not isinstance(config, str) else config!r} '
+                             f'gives per-layer widths {list(widths)}: {e}') from None
+    return check_resnet_widths(config, full)

@@ -1,0 +1,153 @@
+"""Plain (not equalized) convolutions with PyTorch's semantics, elastic in their widths, NHWC.
+
+These are the layers of the image-to-image networks (pix2pix, CycleGAN, GauGAN and their
+compressed students). Each is declared at its full widths (``in_features`` / ``features``)
+and takes its live widths at call time in one of two ways, as every elastic layer here does:
+
+* **sliced**: an input with fewer channels than ``in_features`` uses that prefix of the kernel's
+  input axis, and ``out_width`` (a static int) the prefix of its output axis and bias: XLA
+  computes only the sub-network (what a deployed, exported network runs);
+* **masked**: full-width inputs whose dead channels are zero, and ``out_mask`` (float, [C] for
+  the batch or [N, C] per sample) zeroes the dead output channels, bias included: shapes never
+  change, so one compiled program serves every sampled sub-network.
+
+The two agree because a zero input channel contributes nothing to any output. Kernels are
+stored HWIO (torch's ``OIHW`` transposed; a transposed convolution's ``[in, out, kh, kw]`` as
+``[kh, kw, in, out]``) and initialized as pix2pix does (normal, std 0.02; biases 0).
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from anycost_jax.nn import profile
+
+Array = jax.Array
+_DN = ('NHWC', 'HWIO', 'NHWC')
+PADDING_TYPES = ('reflect', 'replicate', 'zero')
+
+
+def pix2pix_normal(stddev: float = 0.02) -> Callable:
+    """pix2pix's ``init_weights(net, 'normal', 0.02)`` for conv kernels."""
+    return lambda key, shape, dtype=jnp.float32: jax.random.normal(key, shape, dtype) * stddev
+
+
+def spatial_mask(mask: Array) -> Array:
+    """A channel mask [C] (whole batch) or [N, C] (per sample) shaped to multiply NHWC maps."""
+    return mask[:, None, None, :] if mask.ndim == 2 else mask
+
+
+def apply_mask(x: Array, mask: Optional[Array]) -> Array:
+    return x if mask is None else x * spatial_mask(mask).astype(x.dtype)
+
+
+def pad2d(x: Array, pad: int, padding_type: str = 'reflect') -> Array:
+    """``nn.ReflectionPad2d`` / ``nn.ReplicationPad2d`` / zeros on the spatial axes of NHWC ``x``."""
+    if padding_type not in PADDING_TYPES:
+        raise ValueError(f'padding_type={padding_type!r} is not supported; expected one of {PADDING_TYPES}')
+    if pad == 0:
+        return x
+    mode = {'reflect': 'reflect', 'replicate': 'edge', 'zero': 'constant'}[padding_type]
+    return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode=mode)
+
+
+def _live_in(x: Array, full: int, what: str) -> int:
+    cin = x.shape[-1]
+    if cin > full:
+        raise ValueError(f'{what}: the input has {cin} channels, more than the layer\'s full width {full}')
+    return cin
+
+
+def _live_out(out_width: Optional[int], full: int, what: str) -> int:
+    if out_width is None:
+        return full
+    if int(out_width) != out_width or not 1 <= out_width <= full:
+        raise ValueError(f'{what}: out_width={out_width!r} must be an integer in [1, {full}]')
+    return int(out_width)
+
+
+def _path(module: nn.Module) -> str:
+    return '/'.join(module.scope.path) if module.scope is not None else ''
+
+
+class Conv2d(nn.Module):
+    """``torch.nn.Conv2d`` (cross-correlation, zero padding ``padding``), groups 1."""
+    in_features: int
+    features: int
+    kernel_size: int
+    stride: int = 1
+    padding: int = 0
+    use_bias: bool = True
+    kernel_init: Callable = pix2pix_normal()
+
+    @nn.compact
+    def __call__(self, x: Array, out_width: Optional[int] = None, out_mask: Optional[Array] = None) -> Array:
+        k, name = self.kernel_size, _path(self)
+        kernel = self.param('kernel', self.kernel_init, (k, k, self.in_features, self.features))
+        cin, cout = _live_in(x, self.in_features, name), _live_out(out_width, self.features, name)
+        y = lax.conv_general_dilated(x, kernel[:, :, :cin, :cout].astype(x.dtype), (self.stride,) * 2,
+                                     [(self.padding, self.padding)] * 2, dimension_numbers=_DN)
+        if self.use_bias:
+            y = y + self.param('bias', nn.initializers.zeros, (self.features,))[:cout].astype(y.dtype)
+        profile.record('conv', y.size, cin * k * k, path=name)
+        return apply_mask(y, out_mask)
+
+
+class ConvTranspose2d(nn.Module):
+    """``torch.nn.ConvTranspose2d`` with ``padding`` and ``output_padding`` (groups 1, dilation 1).
+
+    The output is ``(H - 1) * stride - 2 * padding + kernel_size + output_padding`` pixels wide: a
+    correlation of the stride-dilated input, padded by ``k - 1 - padding`` (plus
+    ``output_padding`` at the end), with the spatially flipped kernel.
+    """
+    in_features: int
+    features: int
+    kernel_size: int = 3
+    stride: int = 2
+    padding: int = 1
+    output_padding: int = 1
+    use_bias: bool = True
+    kernel_init: Callable = pix2pix_normal()
+
+    @nn.compact
+    def __call__(self, x: Array, out_width: Optional[int] = None, out_mask: Optional[Array] = None) -> Array:
+        k, name = self.kernel_size, _path(self)
+        kernel = self.param('kernel', self.kernel_init, (k, k, self.in_features, self.features))
+        cin, cout = _live_in(x, self.in_features, name), _live_out(out_width, self.features, name)
+        lo = k - 1 - self.padding
+        y = lax.conv_general_dilated(x, kernel[::-1, ::-1, :cin, :cout].astype(x.dtype), (1, 1),
+                                     [(lo, lo + self.output_padding)] * 2, lhs_dilation=(self.stride,) * 2,
+                                     dimension_numbers=_DN)
+        if self.use_bias:
+            y = y + self.param('bias', nn.initializers.zeros, (self.features,))[:cout].astype(y.dtype)
+        # torchprofile reads a transposed kernel [in, out, kh, kw] as in * kh * kw per output element.
+        profile.record('conv', y.size, cin * k * k, path=name)
+        return apply_mask(y, out_mask)
+
+
+class DepthwiseConv2d(nn.Module):
+    """``nn.Conv2d(C, C, k, groups=C)``: one k x k filter per channel; the live width is the input's."""
+    features: int
+    kernel_size: int = 3
+    stride: int = 1
+    padding: int = 0
+    use_bias: bool = True
+    kernel_init: Callable = pix2pix_normal()
+
+    @nn.compact
+    def __call__(self, x: Array, out_mask: Optional[Array] = None) -> Array:
+        k, name = self.kernel_size, _path(self)
+        kernel = self.param('kernel', self.kernel_init, (k, k, 1, self.features))
+        c = _live_in(x, self.features, name)
+        y = lax.conv_general_dilated(x, kernel[..., :c].astype(x.dtype), (self.stride,) * 2,
+                                     [(self.padding, self.padding)] * 2, dimension_numbers=_DN,
+                                     feature_group_count=c)
+        if self.use_bias:
+            y = y + self.param('bias', nn.initializers.zeros, (self.features,))[:c].astype(y.dtype)
+        profile.record('conv', y.size, k * k, path=name)
+        # The bias would make dead channels non-zero: the caller passes the input's mask.
+        return apply_mask(y, out_mask)
