@@ -237,8 +237,10 @@ def generator_params(generator, channel_ratio: Optional[float] = None, channels:
 # made with torchprofile 0.0.1 (2019-20), whose handlers count every instance norm (affine or
 # not) as one MAC per output element and batch norm as free; current torchprofile counts a norm
 # only when it is affine. Both read a convolution, transposed or not, as output elements x
-# input channels per group x kernel taps (a transposed conv on its output grid). Pads,
-# activations, additions and nearest resizes are free in both.
+# input channels per group x kernel taps (a transposed conv on its output grid), and element-wise
+# products and averaging as one MAC per output element. Current torchprofile also counts a
+# LeakyReLU that is not in place (``F.leaky_relu``; 0.0.1 has no handler for it, and neither has
+# the in-place ``leaky_relu_``). Pads, other activations, additions and nearest resizes are free.
 
 CONVENTIONS = ('torchprofile-0.0.1', 'torchprofile')
 
@@ -265,6 +267,8 @@ def _op_macs(op, convention: str) -> int:
         return op.out if convention == 'torchprofile-0.0.1' or op.affine else 0
     if op.kind == 'batch_norm':
         return op.out if convention == 'torchprofile' and op.affine else 0
+    if op.kind == 'leaky_relu':
+        return op.out if convention == 'torchprofile' and not op.inplace else 0
     raise ValueError(f'no MAC rule for operation kind {op.kind!r} ({op.path})')
 
 

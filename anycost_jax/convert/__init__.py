@@ -33,7 +33,7 @@ __all__ = ['load_generator', 'load_discriminator', 'save_model', 'load_model', '
            'ConversionError', 'load_torch_file', 'save_torch_file', 'add_mean_style', 'load_encoder',
            'load_attribute_predictor', 'encoder_to_state_dict', 'save_original_encoder', 'KINDS', 'SUBDIRS',
            'parse_keys', 'describe', 'convert_models', 'convert_checkpoint', 'load_img2img_generator',
-           'load_img2img_discriminator', 'save_img2img_generator', 'save_img2img_discriminator']
+           'load_img2img_discriminator', 'save_img2img_generator', 'save_img2img_discriminator', 'load_vgg19']
 
 # Our model-directory format lives in anycost_jax.modeldir; these names keep the callers of convert working.
 save_model = modeldir.save
@@ -131,9 +131,6 @@ def save_original(path: str, generator=None, g_variables=None, discriminator=Non
 # --------------------------------------------------------------------------- image-to-image (gan-compression)
 
 
-_IMG2IMG_HPARAMS = ('dropout_rate', 'padding_type')
-
-
 def _img2img_state_dict(path: str) -> dict:
     local = resolve_path(path)
     if os.path.isdir(local):
@@ -146,19 +143,24 @@ def load_img2img_generator(path: str, netG: str, **hparams):
 
     ``netG``: gan-compression's ``--netG`` name (:data:`anycost_jax.convert.img2img.NETGS`); the
     widths, channels, block count and norm come from the tensors. ``hparams``: what the weights do
-    not fix: ``dropout_rate`` (default 0), ``padding_type`` ('reflect' unless the blocks have no
-    pad layers, then 'zero').
+    not fix (:func:`anycost_jax.convert.img2img.generator_hparams`): for ResNets ``dropout_rate``
+    (default 0) and ``padding_type`` ('reflect' unless the blocks have no pad layers, then
+    'zero'); for SPADE ``crop_size`` and ``num_upsampling_layers`` (required) and ``aspect_ratio``
+    (default 1.0).
     """
-    unknown = sorted(set(hparams) - set(_IMG2IMG_HPARAMS))
-    if unknown:
-        raise ValueError(f'load_img2img_generator: unknown hyper-parameters {unknown}; netG={netG!r} takes '
-                         f'{list(_IMG2IMG_HPARAMS)} (the rest is read from the weights)')
     return img2img.generator_from_state_dict(_img2img_state_dict(path), netG, **hparams)
 
 
 def load_img2img_discriminator(path: str, netD: str = 'n_layers'):
-    """``(discriminator, variables)`` from a gan-compression discriminator ``.pth`` (``latest_net_D.pth``)."""
+    """``(discriminator, variables)`` from a gan-compression discriminator ``.pth`` (``latest_net_D.pth``);
+    ``netD``: 'n_layers' (PatchGAN) or 'multi_scale' (GauGAN's)."""
     return img2img.discriminator_from_state_dict(_img2img_state_dict(path), netD)
+
+
+def load_vgg19(path: str):
+    """``(VGG19, variables)`` (up to relu5_1, for the perceptual loss) from torchvision's ``vgg19`` ``.pth``
+    (``vgg19-dcbb9e9d.pth``): a local file or a URL, read without torch."""
+    return img2img.vgg19_from_state_dict(_img2img_state_dict(path))
 
 
 def save_img2img_generator(path: str, generator, variables: dict) -> None:

@@ -15,6 +15,13 @@ channels, multiplied by the layer's factor (x1, x2 or x4):
 * 6 entries ``c0_..._c5``: every block's inner width 4*c3, up1 2*c4, up2 c5;
 * **legacy** (``legacy_sub_mobile_resnet``): the first block of each group takes the group's
   entry, the other blocks the residual width 4*c2.
+
+A SPADE generator's elastic layers are ``fc`` (the residual stream through ``G_middle_1``), then
+for each block (``head_0``, ``G_middle_0``, ``G_middle_1``, ``up_0`` .. ``up_3`` [, ``up_4``]) its
+channel width and its SPADE hidden width. The 8-entry config ``c0_..._c7`` gives fc 16*c0, the
+blocks 16*c (head_0, G_middle_0 / 1 from c1..c3), 8*c4, 4*c5, 2*c6, c7, and every block's hidden
+width 2*c of its entry (full: ``2 * ngf``). ``num_upsampling_layers='most'`` has no config strings
+(as the original's super-network), only per-layer widths.
 """
 from __future__ import annotations
 
@@ -76,3 +83,59 @@ def resolve_resnet_config(config: Config, full: Sequence[int], legacy: bool = Fa
             raise ValueError(f'config {format_config(config) if not isinstance(config, str) else config!r} '
                              f'gives per-layer widths {list(widths)}: {e}') from None
     return check_resnet_widths(config, full)
+
+
+# --------------------------------------------------------------------------- SPADE
+
+SPADE_UPSAMPLING = {'normal': 5, 'more': 6, 'most': 7}
+_SPADE_BLOCKS = ('head_0', 'G_middle_0', 'G_middle_1', 'up_0', 'up_1', 'up_2', 'up_3')
+_SPADE_FACTORS = (16, 16, 16, 8, 4, 2, 1)
+
+
+def spade_blocks(num_upsampling_layers: str = 'more') -> tuple[str, ...]:
+    return _SPADE_BLOCKS + (('up_4',) if num_upsampling_layers == 'most' else ())
+
+
+def spade_block_out(ngf: int, num_upsampling_layers: str = 'more') -> tuple[int, ...]:
+    """Full output width of each block."""
+    return tuple(f * ngf for f in _SPADE_FACTORS) + ((ngf // 2,) if num_upsampling_layers == 'most' else ())
+
+
+def spade_full_widths(ngf: int, num_upsampling_layers: str = 'more') -> tuple[int, ...]:
+    out = [16 * ngf]
+    for c in spade_block_out(ngf, num_upsampling_layers):
+        out += [c, 2 * ngf]
+    return tuple(out)
+
+
+def spade_layout(num_upsampling_layers: str = 'more') -> str:
+    return 'fc, then channel and hidden width of ' + ', '.join(spade_blocks(num_upsampling_layers))
+
+
+def spade_widths(config: Config) -> tuple[int, ...]:
+    """Per-layer widths of an 8-entry SPADE config string (or its entries)."""
+    c = parse_config(config) if isinstance(config, str) else tuple(config)
+    if len(c) != 8:
+        raise ValueError(f'config {format_config(c)!r} has {len(c)} entries; a SPADE config has 8 (fc, head_0, '
+                         'G_middle_0, G_middle_1, up_0, up_1, up_2, up_3)')
+    out = [16 * c[0]]
+    for f, e in zip(_SPADE_FACTORS, c[1:]):
+        out += [f * e, 2 * e]
+    return tuple(out)
+
+
+def resolve_spade_config(config: Config, full: Sequence[int], num_upsampling_layers: str = 'more'
+                         ) -> tuple[int, ...]:
+    """Per-layer widths from an 8-entry config (string or tuple) or a per-layer tuple, checked."""
+    layout = spade_layout(num_upsampling_layers)
+    if isinstance(config, str) or len(config) == 8:
+        if num_upsampling_layers == 'most':
+            raise ValueError('num_upsampling_layers="most" has no config strings (nor has the original\'s '
+                             f'super-network): pass {len(full)} per-layer widths ({layout})')
+        widths = spade_widths(config)
+        try:
+            return check_widths(widths, full, name='SPADE generator widths', layout=layout)
+        except ValueError as e:
+            raise ValueError(f'config {config if isinstance(config, str) else format_config(config)!r} gives '
+                             f'per-layer widths {list(widths)}: {e}') from None
+    return check_widths(config, full, name='SPADE generator widths', layout=layout)

@@ -25,6 +25,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from anycost_jax.nn import profile
+from anycost_jax.nn.masks import apply_mask, live_in as _live_in, live_out as _live_out, module_path as _path
+from anycost_jax.nn.norm import InstanceNorm
 
 Array = jax.Array
 _DN = ('NHWC', 'HWIO', 'NHWC')
@@ -36,13 +38,19 @@ def pix2pix_normal(stddev: float = 0.02) -> Callable:
     return lambda key, shape, dtype=jnp.float32: jax.random.normal(key, shape, dtype) * stddev
 
 
-def spatial_mask(mask: Array) -> Array:
-    """A channel mask [C] (whole batch) or [N, C] (per sample) shaped to multiply NHWC maps."""
-    return mask[:, None, None, :] if mask.ndim == 2 else mask
+def leaky_relu(x: Array, negative_slope: float = 0.2, inplace: bool = False) -> Array:
+    """LeakyReLU; ``inplace`` says whether the original runs it in place (only MAC counting reads it)."""
+    profile.record('leaky_relu', x.size, inplace=inplace)
+    return jnp.where(x >= 0, x, x * negative_slope)
 
 
-def apply_mask(x: Array, mask: Optional[Array]) -> Array:
-    return x if mask is None else x * spatial_mask(mask).astype(x.dtype)
+def avg_pool3x3_s2(x: Array) -> Array:
+    """``F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)`` on NHWC ``x``."""
+    window, strides, pad = (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0))
+    total = lax.reduce_window(x, 0., lax.add, window, strides, pad)
+    count = lax.reduce_window(jnp.ones(x.shape[1:3], x.dtype)[None, :, :, None], 0., lax.add, window, strides, pad)
+    profile.record('mean', total.size)
+    return total / count
 
 
 def pad2d(x: Array, pad: int, padding_type: str = 'reflect') -> Array:
@@ -53,25 +61,6 @@ def pad2d(x: Array, pad: int, padding_type: str = 'reflect') -> Array:
         return x
     mode = {'reflect': 'reflect', 'replicate': 'edge', 'zero': 'constant'}[padding_type]
     return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode=mode)
-
-
-def _live_in(x: Array, full: int, what: str) -> int:
-    cin = x.shape[-1]
-    if cin > full:
-        raise ValueError(f'{what}: the input has {cin} channels, more than the layer\'s full width {full}')
-    return cin
-
-
-def _live_out(out_width: Optional[int], full: int, what: str) -> int:
-    if out_width is None:
-        return full
-    if int(out_width) != out_width or not 1 <= out_width <= full:
-        raise ValueError(f'{what}: out_width={out_width!r} must be an integer in [1, {full}]')
-    return int(out_width)
-
-
-def _path(module: nn.Module) -> str:
-    return '/'.join(module.scope.path) if module.scope is not None else ''
 
 
 class Conv2d(nn.Module):
@@ -151,3 +140,26 @@ class DepthwiseConv2d(nn.Module):
         profile.record('conv', y.size, k * k, path=name)
         # The bias would make dead channels non-zero: the caller passes the input's mask.
         return apply_mask(y, out_mask)
+
+
+class SeparableConv2d(nn.Module):
+    """gan-compression's ``SeparableConv2d``: depthwise k x k (bias) -> ``norm`` -> pointwise 1x1 (bias).
+
+    ``norm``: 'instance' (non-affine, the original's default) or 'none'. The live input width is the
+    input's; ``in_mask`` is its mask (the depthwise bias would otherwise fill dead channels).
+    """
+    in_features: int
+    features: int
+    kernel_size: int = 3
+    padding: int = 0
+    norm: str = 'instance'
+
+    @nn.compact
+    def __call__(self, x: Array, in_mask: Optional[Array] = None, out_width: Optional[int] = None,
+                 out_mask: Optional[Array] = None) -> Array:
+        x = DepthwiseConv2d(self.in_features, self.kernel_size, padding=self.padding, name='dw')(x, in_mask)
+        if self.norm == 'instance':
+            x = InstanceNorm(self.in_features, name='dw_norm')(x)
+        elif self.norm != 'none':
+            raise ValueError(f'separable conv norm={self.norm!r} is not supported; expected "instance" or "none"')
+        return Conv2d(self.in_features, self.features, 1, name='pw')(x, out_width, out_mask)

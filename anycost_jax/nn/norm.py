@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from anycost_jax.nn import profile
-from anycost_jax.nn.conv import _live_in, _path, apply_mask
+from anycost_jax.nn.masks import apply_mask, live_in as _live_in, module_path as _path
 
 Array = jax.Array
 EPS = 1e-5

@@ -23,21 +23,25 @@ class Op:
 
     ``kind``: 'conv' (any convolution, transposed included), 'linear', 'instance_norm',
     'batch_norm', 'mean' (averaging such as pooling), 'mul' (an element-wise product that
-    torchprofile counts). ``out`` elements, ``per_output`` multiply-adds each (convolutions and
-    linear layers, as torchprofile reads them: input channels per group times kernel taps).
-    ``affine``: norms only, whether they have a learned scale. ``path``: the module path.
+    torchprofile counts), 'leaky_relu'. ``out`` elements, ``per_output`` multiply-adds each
+    (convolutions and linear layers, as torchprofile reads them: input channels per group times
+    kernel taps). ``affine``: norms only, whether they have a learned scale. ``inplace``: the
+    original computes it in place (``nn.LeakyReLU(0.2, True)``, a different traced operator).
+    ``path``: the module path.
     """
     kind: str
     out: int
     per_output: int = 1
     affine: bool = False
     path: str = ''
+    inplace: bool = False
 
 
-def record(kind: str, out: int, per_output: int = 1, affine: bool = False, path: str = '') -> None:
+def record(kind: str, out: int, per_output: int = 1, affine: bool = False, path: str = '',
+           inplace: bool = False) -> None:
     records = _RECORDS.get()
     if records is not None:
-        records.append(Op(kind, int(out), int(per_output), bool(affine), path))
+        records.append(Op(kind, int(out), int(per_output), bool(affine), path, bool(inplace)))
 
 
 @contextlib.contextmanager

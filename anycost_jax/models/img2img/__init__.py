@@ -1,3 +1,5 @@
 """Image-to-image networks (pix2pix, CycleGAN, GauGAN) and their compressed forms."""
 from anycost_jax.models.img2img.discriminators import NLayerDiscriminator  # noqa: F401
 from anycost_jax.models.img2img.resnet import MobileResnetGenerator, ResnetGenerator  # noqa: F401
+from anycost_jax.models.img2img.spade import MobileSPADEGenerator, MultiscaleDiscriminator, SPADEGenerator  # noqa: F401
+from anycost_jax.models.img2img.unet import UnetGenerator  # noqa: F401

@@ -10,7 +10,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from anycost_jax.nn.conv import Conv2d
+from anycost_jax.nn.conv import Conv2d, leaky_relu
 from anycost_jax.nn.norm import BatchNorm, InstanceNorm
 
 Array = jax.Array
@@ -37,7 +37,8 @@ class NLayerDiscriminator(nn.Module):
         # As the original: only instance norm keeps conv biases ('none' drops them too).
         use_bias = self.norm == 'instance'
         widths = nlayer_widths(self.ndf, self.n_layers)
-        h = nn.leaky_relu(Conv2d(self.input_nc, widths[0], 4, 2, 1, name='conv0')(x), 0.2)
+        # The original's LeakyReLUs are in place (it matters to MAC counting only).
+        h = leaky_relu(Conv2d(self.input_nc, widths[0], 4, 2, 1, name='conv0')(x), 0.2, inplace=True)
         for n in range(1, self.n_layers + 1):
             stride = 2 if n < self.n_layers else 1
             h = Conv2d(widths[n - 1], widths[n], 4, stride, 1, use_bias=use_bias, name=f'conv{n}')(h)
@@ -45,5 +46,5 @@ class NLayerDiscriminator(nn.Module):
                 h = BatchNorm(widths[n], name=f'norm{n}')(h, train)
             elif self.norm == 'instance':
                 h = InstanceNorm(widths[n], name=f'norm{n}')(h)
-            h = nn.leaky_relu(h, 0.2)
+            h = leaky_relu(h, 0.2, inplace=True)
         return Conv2d(widths[-1], 1, 4, 1, 1, name='out')(h)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from anycost_jax.elastic import core as elastic_core
 from anycost_jax.elastic import img2img as rules
-from anycost_jax.nn.conv import PADDING_TYPES, Conv2d, ConvTranspose2d, DepthwiseConv2d, pad2d
+from anycost_jax.nn.conv import PADDING_TYPES, Conv2d, ConvTranspose2d, SeparableConv2d, pad2d
 from anycost_jax.nn.norm import BatchNorm, InstanceNorm
 
 Array = jax.Array
@@ -42,19 +42,6 @@ class Norm(nn.Module):
         return BatchNorm(self.features, name='norm')(x, train, mask)
 
 
-class SeparableConv2d(nn.Module):
-    """Depthwise k x k (bias) -> non-affine instance norm -> pointwise 1x1 (bias), as gan-compression's."""
-    in_features: int
-    features: int
-    padding: int = 0
-
-    @nn.compact
-    def __call__(self, x, in_mask=None, out_width=None, out_mask=None):
-        x = DepthwiseConv2d(self.in_features, 3, padding=self.padding, name='dw')(x, in_mask)
-        x = InstanceNorm(self.in_features, name='dw_norm')(x)
-        return Conv2d(self.in_features, self.features, 1, name='pw')(x, out_width, out_mask)
-
-
 class ResnetBlock(nn.Module):
     features: int  # full residual width
     inner: int  # full inner width
@@ -66,7 +53,7 @@ class ResnetBlock(nn.Module):
     def _conv(self, cin, cout, name):
         p = 1 if self.padding_type == 'zero' else 0
         if self.mobile:
-            return SeparableConv2d(cin, cout, padding=p, name=name)
+            return SeparableConv2d(cin, cout, 3, padding=p, name=name)
         use_bias = self.norm == 'instance'
         conv = Conv2d(cin, cout, 3, padding=p, use_bias=use_bias, name=name)
         return lambda x, in_mask, out_width, out_mask: conv(x, out_width, out_mask)
@@ -193,4 +180,4 @@ def export(gen: ResnetGenerator, variables: dict, config: Union[str, Sequence[in
     return sub, elastic_core.export_module(sub, variables, x)
 
 
-__all__ = ['ResnetGenerator', 'MobileResnetGenerator', 'ResnetBlock', 'SeparableConv2d', 'export']
+__all__ = ['ResnetGenerator', 'MobileResnetGenerator', 'ResnetBlock', 'export']
