@@ -7,6 +7,7 @@ them (``models/`` never imports this module).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -18,7 +19,8 @@ from anycost_jax.models.discriminator import Discriminator, DiscriminatorMultiRe
 from anycost_jax.models.encoder import AttributePredictor, ResNet50Encoder
 from anycost_jax.models.generator import Generator
 
-__all__ = ['MODEL_FILE', 'VARIABLES_DIR', 'ModelDirError', 'register', 'is_modeldir', 'save', 'load']
+__all__ = ['MODEL_FILE', 'VARIABLES_DIR', 'ModelDirError', 'register', 'is_modeldir', 'save', 'load',
+           'params_digest']
 
 MODEL_FILE = 'model.json'
 VARIABLES_DIR = 'variables'
@@ -116,3 +118,12 @@ def load(path: str):
     with ocp.StandardCheckpointer() as ckptr:
         variables = ckptr.restore(os.path.join(os.path.abspath(path), VARIABLES_DIR))
     return module, jax.tree.map(np.asarray, variables)
+
+
+def params_digest(variables: dict) -> str:
+    """A short hash of a model's parameters: what was computed or trained for it is named by it."""
+    h = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(variables['params'])[0]:
+        h.update(jax.tree_util.keystr(path).encode())
+        h.update(np.ascontiguousarray(leaf).tobytes())
+    return h.hexdigest()[:16]

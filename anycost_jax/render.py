@@ -103,12 +103,22 @@ def config_macs(gen: Generator, cfg: SubConfig) -> int:
 def parse_seeds(text: str) -> list[int]:
     """'0-3,7' -> [0, 1, 2, 3, 7] (the launchers' --seeds)."""
     seeds = []
-    for part in text.split(','):
-        lo, _, hi = part.partition('-')
-        seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
-    if not seeds:
-        raise ValueError(f'--seeds={text!r} names no seed')
+    for part in (p.strip() for p in text.split(',')):
+        lo, dash, hi = part.partition('-')
+        if not lo.isdigit() or (dash and not hi.isdigit()):
+            raise ValueError(f'--seeds={text!r}: {part!r} is neither a seed nor a range; expected non-negative '
+                             f'integers and ranges, e.g. --seeds=0,3,5 or --seeds=0-7')
+        if dash and int(hi) < int(lo):
+            raise ValueError(f'--seeds={text!r}: the range {part!r} is empty; write it low-high, e.g. {hi}-{lo}')
+        seeds += list(range(int(lo), int(hi) + 1)) if dash else [int(lo)]
     return seeds
+
+
+def check_truncation(truncation: float) -> None:
+    """Refuses a truncation outside [0, 1] (the generator truncates only below 1: above, nothing would change)."""
+    if not 0 <= truncation <= 1:
+        raise ValueError(f'--truncation={truncation:g} is outside [0, 1]: 1 keeps the latents as drawn, lower '
+                         f'values pull them toward the average w (0: the average image), e.g. --truncation=0.7')
 
 
 def z_from_seeds(seeds: Sequence[int], style_dim: int) -> jnp.ndarray:

@@ -17,7 +17,8 @@ the model: it works on a :class:`Space` of :class:`SearchCandidate` objects, det
   raises ``ValueError`` when nothing does.
 
 Scores are cached by :attr:`~SearchCandidate.key`, so elites and repeated children are never
-measured twice.
+measured twice. ``progress`` hears of every generation before and after it is scored
+(:class:`Progress`, with an ETA), so a long search is never silent.
 
 **Anycost** (:class:`AnycostSpace`, the first space): a candidate is one width per elastic layer
 and an output resolution. Widths come from the flexible channel space the generator is trained
@@ -45,6 +46,7 @@ import copy
 import dataclasses
 import json
 import math
+import time
 from typing import Any, Callable, Hashable, Iterable, Mapping, Optional, Protocol, Sequence, TypeVar
 
 import numpy as np
@@ -114,6 +116,31 @@ class SearchResult:
     frontier: list[Any]       # the Pareto-optimal (MACs, distance) points among ``evaluated``
 
 
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """What :func:`evolve` reports before (``population`` None) and after scoring each generation."""
+    generation: int
+    iterations: int
+    to_score: int                    # this generation's candidates not scored before
+    population: Optional[list]       # scored, best first
+    elapsed: float                   # seconds since the search started
+    eta: Optional[float]             # seconds left (None until something was scored)
+
+    def describe(self) -> str:
+        """'generation 3/20: 12 candidates to score, 1m05s so far, ETA 6m30s'."""
+        eta = '' if self.eta is None else f', ETA {format_seconds(self.eta)}'
+        return (f'generation {self.generation}/{self.iterations}: {self.to_score} '
+                f'candidate{"" if self.to_score == 1 else "s"} to score, {format_seconds(self.elapsed)} so far{eta}')
+
+
+def format_seconds(seconds: float) -> str:
+    """'42s', '6m05s', '2h03m'."""
+    s = int(round(seconds))
+    if s < 60:
+        return f'{s}s'
+    return f'{s // 60}m{s % 60:02d}s' if s < 3600 else f'{s // 3600}h{s % 3600 // 60:02d}m'
+
+
 # ---------------------------------------------------------------------- the engine
 
 
@@ -152,11 +179,19 @@ class _Scorer:
         self.fitness_fn = fitness_fn
         self.cache = {} if cache is None else cache
 
-    def __call__(self, candidates: Sequence[C]) -> list[C]:
+    def _todo(self, candidates: Sequence[C]) -> dict:
         todo: dict = {}
         for c in candidates:
             if c.key not in self.cache and c.key not in todo:
                 todo[c.key] = c
+        return todo
+
+    def count_new(self, candidates: Sequence[C]) -> int:
+        """How many distinct ``candidates`` are not scored yet."""
+        return len(self._todo(candidates))
+
+    def __call__(self, candidates: Sequence[C]) -> list[C]:
+        todo = self._todo(candidates)
         if todo:
             dists = list(self.fitness_fn(list(todo.values())))
             if len(dists) != len(todo):
@@ -175,13 +210,17 @@ def _sort(population: Sequence[C]) -> list[C]:
 def evolve(space: Space[C], budget: int, fitness_fn: FitnessFn, *, population: int = 50, iterations: int = 20,
            parent_ratio: float = 0.25, mutation_ratio: float = 0.5, mutate_prob: float = 0.1, seed: int = 0,
            max_retries: int = 1000, seed_uniform: bool = True, cache: Optional[dict] = None,
-           callback: Optional[Callable[[int, list[C]], None]] = None) -> SearchResult:
+           callback: Optional[Callable[[int, list[C]], None]] = None,
+           progress: Optional[Callable[[Progress], None]] = None) -> SearchResult:
     """Evolves candidates with at most ``budget`` MACs; ``iterations`` generations after the first.
 
     ``fitness_fn(candidates) -> distances`` (lower is better) is called once per generation
     with the candidates not scored before (``cache``, a dict keyed by the candidates' ``key``,
     may be shared between runs with the same fitness). ``seed_uniform`` starts from the space's
-    seeds. ``callback(generation, population)`` sees every scored generation, best first.
+    seeds. ``callback(generation, population)`` sees every scored generation, best first;
+    ``progress`` a :class:`Progress` before and after each generation is scored. Its ETA takes
+    the time per candidate scored so far times the most the remaining generations can score
+    (all but the parents, which are cached): an upper estimate once compilation is past.
     """
     budget = int(budget)
     if population < 2 or iterations < 0 or max_retries < 1:
@@ -217,11 +256,25 @@ def evolve(space: Space[C], budget: int, fitness_fn: FitnessFn, *, population: i
     scorer = _Scorer(fitness_fn, cache)
     history: list[list] = []
     evaluated: dict = {}
+    start, n_scored = time.perf_counter(), 0
+
+    def report(generation, to_score, scored_pop):
+        if progress is None:
+            return
+        elapsed = time.perf_counter() - start
+        left = (to_score if scored_pop is None else 0) + (iterations - generation) * (population - n_parents)
+        eta = elapsed / n_scored * left if n_scored else None
+        progress(Progress(generation, iterations, to_score, scored_pop, elapsed, eta))
+
     for generation in range(iterations + 1):
+        to_score = scorer.count_new(pop)
+        report(generation, to_score, None)
         pop = _sort(scorer(pop))
+        n_scored += to_score
         for c in pop:
             evaluated.setdefault(c.key, c)
         history.append(pop)
+        report(generation, to_score, pop)
         if callback is not None:
             callback(generation, pop)
         if generation == iterations:
@@ -416,16 +469,17 @@ class AnycostSpace:
 SearchSpace = AnycostSpace  # the name launch/search.py and the tests use
 
 
-def consistency_fitness(evaluator, metric: str = 'lpips') -> FitnessFn:
+def consistency_fitness(evaluator, metric: str = 'lpips', progress: bool = False) -> FitnessFn:
     """Fitness from a :class:`~anycost_jax.eval.consistency.ConsistencyEvaluator`: 'lpips', 'mse'
-    or 'lpips+mse' against the full generator on the evaluator's held-out z."""
+    or 'lpips+mse' against the full generator on the evaluator's held-out z (``progress``: a bar
+    over its sample batches)."""
     if metric not in METRICS:
         raise ValueError(f'metric={metric!r} is not supported; expected one of {METRICS}')
     if 'lpips' in metric and not evaluator.use_lpips:
         raise ValueError(f'metric={metric!r} needs an evaluator built with use_lpips=True')
 
     def fitness(candidates: Sequence[Candidate]) -> list[float]:
-        scores = evaluator.evaluate([(c.channels, c.res) for c in candidates])
+        scores = evaluator.evaluate([(c.channels, c.res) for c in candidates], progress=progress)
         return [sum(s[m] for m in metric.split('+')) for s in scores]
     return fitness
 

@@ -69,10 +69,11 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: str, resume_keys: Sequence[str],
-                 is_main: bool = True) -> None:
-    """Writes ``config.json`` on the first start; on a resume, refuses a config whose
-    ``resume_keys`` (the run's shape) differ from the first start's."""
-    path = os.path.join(workdir, CONFIG_FILE)
+                 is_main: bool = True, filename: str = CONFIG_FILE) -> None:
+    """Writes ``config.json`` (or ``filename``) on the first start; on a resume, refuses (ValueError,
+    before writing anything) a config whose ``resume_keys`` (the run's shape) differ from the first
+    start's. Every trainer that resumes in a workdir keeps its config this way."""
+    path = os.path.join(workdir, filename)
     new = config.to_dict()
     if os.path.exists(path):
         with open(path) as f:

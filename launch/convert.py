@@ -11,21 +11,21 @@ our model directory (``model.json`` + Orbax ``variables/``) or, for an output en
     python -m launch.convert --input models/ffhq --output ffhq.pt --what both   # back to the original format
 
 With ``--what both`` a directory output gets ``OUTPUT/generator`` and ``OUTPUT/discriminator``
-(and such a directory is accepted as ``--input``). A generator written to our format carries
+(and such a directory, e.g. a training workdir, is accepted as ``--input``; a stage workdir's
+generator is its latest checkpoint's EMA). A generator written to our format carries
 ``stats/w_avg`` (the mean w over 10k samples) so ``truncation < 1`` works without a style.
 """
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags, logging
 
-from anycost_jax import convert
+from anycost_jax import cli, convert
 
 WHAT = convert.KINDS + ('both',)
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('input', None, 'original .pt file, http(s) URL of one, or one of our model directories')
+flags.DEFINE_string('input', None, 'original .pt file, http(s) URL of one, one of our model directories, or a '
+                    'training workdir')
 flags.DEFINE_string('output', None, 'our model directory to write, or a path ending in .pt to export to the '
                     'original PyTorch format')
 flags.DEFINE_enum('what', 'generator', WHAT, 'which model(s) to convert')
@@ -40,11 +40,8 @@ def main(argv):
         raise app.UsageError('--input and --output are required')
     if not FLAGS['verbosity'].present:  # orbax logs every step of a save at INFO
         logging.set_verbosity(logging.WARNING)
-    try:
-        convert.convert_checkpoint(FLAGS.input, FLAGS.output, FLAGS.what, FLAGS.key)
-    except (OSError, ValueError) as e:  # missing/unreadable/mismatched checkpoints: the message says it all
-        sys.exit(f'error: {e}')
+    convert.convert_checkpoint(FLAGS.input, FLAGS.output, FLAGS.what, FLAGS.key)
 
 
 if __name__ == '__main__':
-    app.run(main)
+    cli.run(main, outputs=('output',))

@@ -15,16 +15,16 @@ layers of w+ (with ``--slider_units`` strength is the original demo's slider val
 scaled by 0.6 / 100). Writes ``before.png`` and ``after.png`` (full generator | the chosen
 sub-generator, enlarged) and prints both renders' latency.
 """
-from absl import app, flags
+from absl import flags
 
-from anycost_jax import elastic
+from anycost_jax import cli, elastic
 from anycost_jax.editing import directions as dirs
 from anycost_jax.editing import edit as edit_lib
 
-flags.DEFINE_string('generator', None, 'Original .pt, our model directory, or an http(s) URL.', required=True)
+flags.DEFINE_string('generator', None, f'The generator: {cli.GENERATOR_SOURCES}.', required=True)
 flags.DEFINE_string('latent', None, 'A w+ .npy ([n_style, style_dim] or [1, n_style, style_dim]).')
 flags.DEFINE_integer('seed', None, 'Instead of --latent: the w of this seed\'s z.')
-flags.DEFINE_float('truncation', 1., 'With --seed: truncation toward the mean w.')
+flags.DEFINE_float('truncation', 1., 'With --seed: truncation toward the mean w, in [0, 1] (1 = none).')
 flags.DEFINE_string('boundaries', None, 'Boundary file or URL (original .pt or our .npz).')
 flags.DEFINE_bool('compute_directions', False, 'Compute directions with --classifier instead of --boundaries.')
 flags.DEFINE_enum('classifier', 'colors', list(edit_lib.CLASSIFIERS), 'Classifier for --compute_directions.')
@@ -44,17 +44,14 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    try:
-        edit_lib.edit(FLAGS.generator, edit_lib.parse_edits(FLAGS.edit), FLAGS.output, latent=FLAGS.latent,
-                      seed=FLAGS.seed, truncation=FLAGS.truncation, boundaries=FLAGS.boundaries,
-                      classifier=FLAGS.classifier if FLAGS.compute_directions else None, n_samples=FLAGS.n_samples,
-                      batch_size=FLAGS.batch_size, top_fraction=FLAGS.top_fraction,
-                      save_directions=FLAGS.save_directions, slider_units=FLAGS.slider_units,
-                      n_layers=FLAGS.n_layers, channel_ratio=FLAGS.channel_ratio, resolution=FLAGS.resolution,
-                      repeats=FLAGS.repeats)
-    except edit_lib.EditError as e:
-        raise app.UsageError(str(e)) from None
+    edit_lib.edit(FLAGS.generator, edit_lib.parse_edits(FLAGS.edit), FLAGS.output, latent=FLAGS.latent,
+                  seed=FLAGS.seed, truncation=FLAGS.truncation, boundaries=FLAGS.boundaries,
+                  classifier=FLAGS.classifier if FLAGS.compute_directions else None, n_samples=FLAGS.n_samples,
+                  batch_size=FLAGS.batch_size, top_fraction=FLAGS.top_fraction,
+                  save_directions=FLAGS.save_directions, slider_units=FLAGS.slider_units,
+                  n_layers=FLAGS.n_layers, channel_ratio=FLAGS.channel_ratio, resolution=FLAGS.resolution,
+                  repeats=FLAGS.repeats)
 
 
 if __name__ == '__main__':
-    app.run(main)
+    cli.run(main, outputs=('output', 'save_directions'))

@@ -12,19 +12,20 @@ chosen on the page (width and resolution); *Finalize* renders with the full gene
 their latency. Latents: the ``.npy`` w+ files in ``--latents`` (``launch/project.py`` writes
 them; ``NAME.png`` beside ``NAME.npy`` is shown as its input), or latents sampled from
 ``--seeds``; with ``--project_steps > 0`` the page also takes an uploaded image and projects it.
+The port is taken first: a busy one fails at once (``--port=0`` picks a free one).
 """
 import os
 
 from absl import app, flags
 
-from anycost_jax import render
+from anycost_jax import cli, render
 from anycost_jax.editing import editor as editor_lib
 
 DEFAULT_GENERATOR = 'runs/demo/generator'
-flags.DEFINE_string('generator', DEFAULT_GENERATOR, 'Generator: original .pt, our model directory, or a URL.')
+flags.DEFINE_string('generator', DEFAULT_GENERATOR, f'The generator: {cli.GENERATOR_SOURCES}.')
 flags.DEFINE_string('latents', None, 'Folder of .npy w+ latents (default: sample latents from --seeds).')
 flags.DEFINE_string('seeds', '0-7', 'Without --latents: seeds of the sampled latents ("0-7" or "1,5,9").')
-flags.DEFINE_float('truncation', 0.7, 'Without --latents: truncation of the sampled latents (1 = none).')
+flags.DEFINE_float('truncation', 0.7, 'Without --latents: truncation of the sampled latents, in [0, 1] (1 = none).')
 flags.DEFINE_string('boundaries', None, 'Attribute directions: the original boundary .pt or our .npz (path or URL).')
 flags.DEFINE_enum('directions', None, ['colors'], 'Instead of --boundaries: compute the demo model\'s color '
                   'directions (default when --boundaries is not given).')
@@ -58,17 +59,21 @@ def main(argv):
         raise app.UsageError(f'{DEFAULT_GENERATOR} does not exist: train the demo model first with '
                              f'"python launch/train.py --config=configs/demo.py --workdir=runs/demo" '
                              f'(under 10 minutes on a 2-core CPU), or pass --generator=PATH_OR_URL')
+    seeds = render.parse_seeds(FLAGS.seeds)
+    render.check_truncation(FLAGS.truncation)
+    server = editor_lib.make_server(None, FLAGS.host, FLAGS.port)  # a busy port fails before the slow start
     try:
         editor = editor_lib.load_editor(
-            FLAGS.generator, latents=FLAGS.latents, seeds=render.parse_seeds(FLAGS.seeds), truncation=FLAGS.truncation,
+            FLAGS.generator, latents=FLAGS.latents, seeds=seeds, truncation=FLAGS.truncation,
             boundaries=FLAGS.boundaries, directions_cache=FLAGS.directions_cache, attributes=FLAGS.attributes,
             max_strength=FLAGS.max_strength, preview_ratio=FLAGS.preview_ratio, preview_res=FLAGS.preview_res,
             project_steps=FLAGS.project_steps, project_optimizer=FLAGS.project_optimizer,
             project_sub_g=FLAGS.project_sub_g, encoder=FLAGS.encoder, compile_cache=FLAGS.compile_cache)
-    except editor_lib.EditorError as e:
-        raise app.UsageError(str(e)) from None
-    editor_lib.serve(editor, FLAGS.host, FLAGS.port, warmup=FLAGS.warmup)
+    except BaseException:
+        server.server_close()
+        raise
+    editor_lib.serve(editor, warmup=FLAGS.warmup, server=server)
 
 
 if __name__ == '__main__':
-    app.run(main)
+    cli.run(main)

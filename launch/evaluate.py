@@ -6,8 +6,10 @@ r"""Evaluates a generator checkpoint at every (width, resolution): FID, consiste
       --stats='stats/ffhq_{res}.npz' --dataset=ffhq --manual_dir=~/data/ffhq --resolutions=1024,512
 
 --checkpoint is an original .pt, one of our model directories, a URL, or a training work
-directory (its latest checkpoint's EMA generator). Real statistics (--stats, one file per
-resolution) missing on disk are computed from --dataset and saved there. Prints a table per
+directory (a stage's latest EMA generator, a pipeline's final export; as every launcher). The
+FID Inception weights are fetched before anything else (--inception: a local copy, offline).
+Real statistics (--stats, one file per resolution) missing on disk are computed from --dataset
+and saved there. Prints a table per
 (width, resolution), writes it as JSON (--output), and with --workdir writes TensorBoard scalars
 ``eval/{metric}/{config}`` at --step.
 """
@@ -16,10 +18,10 @@ import os
 
 from absl import app, flags
 
-from anycost_jax import elastic
+from anycost_jax import cli, convert, elastic
 from anycost_jax.eval import evaluate as ev
 
-flags.DEFINE_string('checkpoint', None, 'Original .pt, our model directory, a URL, or a training workdir.')
+flags.DEFINE_string('checkpoint', None, f'The generator: {cli.GENERATOR_SOURCES}.')
 flags.DEFINE_list('metrics', ['fid', 'consistency', 'macs'], f'Any of {", ".join(ev.METRICS)}.')
 flags.DEFINE_list('ratios', [str(r) for r in elastic.RATIOS[::-1]], 'Uniform channel ratios evaluated.')
 flags.DEFINE_list('resolutions', None, 'Output resolutions evaluated (default: the four highest).')
@@ -44,37 +46,28 @@ flags.DEFINE_integer('step', 0, 'With --workdir: the step the scalars are writte
 FLAGS = flags.FLAGS
 
 
-def load(path: str):
-    """(gen, variables): a training work directory's EMA generator (a stage's latest checkpoint, a
-    pipeline's final export), or anything convert loads."""
-    from anycost_jax import convert, workdir
-    from anycost_jax.train import anycost
-    if workdir.is_workdir(path):
-        gen, g_vars, _, _ = anycost.load_weights(path, want_d=False)
-        return gen.clone(bf16_from_res=None), convert.add_mean_style(gen, g_vars)
-    return convert.load_generator(path)
-
-
 def main(argv):
     del argv
     if not FLAGS.checkpoint:
-        raise app.UsageError('--checkpoint is required (an original .pt, our model directory, a URL or a workdir)')
+        raise app.UsageError(f'--checkpoint is required ({cli.GENERATOR_SOURCES})')
+    metrics = ev.check_metrics(FLAGS.metrics)
     try:
-        metrics = ev.check_metrics(FLAGS.metrics)
         ratios = [float(r) for r in FLAGS.ratios]
-    except ValueError as e:
-        raise app.UsageError(str(e)) from e
+    except ValueError:
+        raise cli.UserError(f'--ratios={",".join(FLAGS.ratios)}: expected numbers among {elastic.RATIOS}') from None
     if 'fid' in metrics and not FLAGS.stats:
-        raise app.UsageError("--metrics has fid: pass --stats='DIR/NAME_{res}.npz' (and --dataset to make missing ones)")
-    gen, variables = load(FLAGS.checkpoint)
-    try:
-        configs = ev.grid(gen, ratios, [int(r) for r in FLAGS.resolutions] if FLAGS.resolutions else None)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from e
+        raise app.UsageError("--metrics has fid: pass --stats='DIR/NAME_{res}.npz' (and --dataset to make missing "
+                             "ones)")
+    inception = FLAGS.inception
+    if 'fid' in metrics:  # a download that cannot happen (offline) fails now, not after minutes of work
+        from anycost_jax.convert import inception as inception_lib
+        inception = inception_lib.inception_weights(inception)
+    gen, variables = convert.load_generator(FLAGS.checkpoint)
+    configs = ev.grid(gen, ratios, [int(r) for r in FLAGS.resolutions] if FLAGS.resolutions else None)
     settings = ev.Settings(n_fid=FLAGS.n_fid, n_ppl=FLAGS.n_ppl, n_consistency=FLAGS.n_consistency,
                            batch_size=FLAGS.batch_size, seed=FLAGS.seed, stats=FLAGS.stats, dataset=FLAGS.dataset,
                            data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir,
-                           inception=FLAGS.inception, consistency_res=FLAGS.consistency_res,
+                           inception=inception, consistency_res=FLAGS.consistency_res,
                            source_resolution=FLAGS.source_resolution or gen.resolution)
     print(f'generator: resolution {gen.resolution}, widths {gen.full_channels()}; '
           f'{len(configs)} configs; metrics {", ".join(metrics)}', flush=True)
@@ -97,4 +90,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    app.run(main)
+    cli.run(main, outputs=('output', 'workdir'))

@@ -1,6 +1,7 @@
 r"""Renders the anycost grid and samples from a generator checkpoint.
 
   python launch/generate.py --checkpoint=anycost-ffhq-config-f.pt --outdir=out --seeds=0-3
+  python launch/generate.py --checkpoint=runs/demo --outdir=out   # a training workdir
   python launch/generate.py --init_random --resolution=64 --outdir=out   # no checkpoint needed
 
 Writes ``grid_seed{S}.png`` (rows: channel ratios 1, 0.75, 0.5, 0.25; columns: the four highest
@@ -13,10 +14,10 @@ import os
 import jax
 from absl import app, flags
 
-from anycost_jax import convert, elastic, render
+from anycost_jax import cli, convert, elastic, render
 from anycost_jax.models import Generator
 
-flags.DEFINE_string('checkpoint', None, 'Original .pt file, our model directory, or an http(s) URL.')
+flags.DEFINE_string('checkpoint', None, f'The generator: {cli.GENERATOR_SOURCES}.')
 flags.DEFINE_bool('init_random', False, 'Use a randomly initialized generator instead of a checkpoint.')
 flags.DEFINE_integer('resolution', 256, 'With --init_random: output resolution.')
 flags.DEFINE_float('channel_multiplier', 2, 'With --init_random: channel multiplier.')
@@ -25,7 +26,7 @@ flags.DEFINE_integer('n_mlp', 8, 'With --init_random: mapping layers.')
 flags.DEFINE_integer('init_seed', 0, 'With --init_random: parameter seed.')
 flags.DEFINE_string('outdir', 'out', 'Where the PNGs go.')
 flags.DEFINE_string('seeds', '0', 'Latent seeds: "0,3,5" or "0-7".')
-flags.DEFINE_float('truncation', 1., 'Truncation toward the average w (1 = none).')
+flags.DEFINE_float('truncation', 1., 'Truncation toward the average w, in [0, 1] (1 = none).')
 flags.DEFINE_float('channel_ratio', None, f'Uniform width of the sample: one of {elastic.RATIOS}.')
 flags.DEFINE_list('channels', None, 'Per-layer widths of the sample (flexible), comma separated.')
 flags.DEFINE_integer('target_res', None, 'Output resolution of the sample (default: full).')
@@ -47,12 +48,13 @@ def main(argv):
     del argv
     if FLAGS.init_random == (FLAGS.checkpoint is not None):
         raise app.UsageError('pass exactly one of --checkpoint=PATH_OR_URL and --init_random')
+    # Fail before loading or compiling anything.
     if FLAGS.channel_ratio is not None:
-        elastic.check_ratio(FLAGS.channel_ratio)  # fail before loading or compiling anything
-    gen, variables = load(FLAGS)
+        elastic.check_ratio(FLAGS.channel_ratio)
+    render.check_truncation(FLAGS.truncation)
     seeds = render.parse_seeds(FLAGS.seeds)
+    gen, variables = load(FLAGS)
     z = render.z_from_seeds(seeds, gen.style_dim)
-    os.makedirs(FLAGS.outdir, exist_ok=True)
     print(f'generator: resolution {gen.resolution}, widths {gen.full_channels()}, '
           f'{sum(a.size for a in jax.tree.leaves(variables["params"])) / 1e6:.2f}M parameters')
 
@@ -76,6 +78,7 @@ def main(argv):
         print(f'{cfg.label(gen):>16} {render.config_macs(gen, cfg) / 1e9:8.3f} {ms:11.2f}')
 
     samples = render.to_uint8(render.renderer(gen, sample_cfg, FLAGS.truncation)(variables, z))
+    os.makedirs(FLAGS.outdir, exist_ok=True)
     for s, img in zip(seeds, samples):
         render.save_png(os.path.join(FLAGS.outdir, f'sample_seed{s}.png'), img)
     if rows:
@@ -86,4 +89,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    app.run(main)
+    cli.run(main, outputs=('outdir',))

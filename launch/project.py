@@ -7,7 +7,8 @@ r"""Projects images into a generator's w+ space (optimisation, as the original t
       --encoder_reg_weight=1
 
 ``--images`` takes files and folders (their .png/.jpg/.jpeg/.webp/.bmp files, sorted); each image
-is centre-cropped to a square and resized to the generator's resolution. For every image
+is centre-cropped to a square and resized to the generator's resolution (unreadable ones are
+skipped with a warning that counts them; none readable is an error). For every image
 ``<name>`` the output folder gets ``<name>.npy`` (its w+ latent, float32 [n_style, style_dim],
 the layout of the original's assets/demo/projected_latents) and ``<name>_projection.png``
 (target | projection). A progress bar shows the losses.
@@ -17,12 +18,12 @@ import os
 import numpy as np
 from absl import app, flags
 
-from anycost_jax import convert, render
+from anycost_jax import cli, convert, render
 from anycost_jax.editing import projection
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.webp', '.bmp')
 
-flags.DEFINE_string('generator', None, 'Original .pt, our model directory, or an http(s) URL.', required=True)
+flags.DEFINE_string('generator', None, f'The generator: {cli.GENERATOR_SOURCES}.', required=True)
 flags.DEFINE_list('images', None, 'Image files and/or folders of images.', required=True)
 flags.DEFINE_string('output', 'projected', 'Output folder.')
 flags.DEFINE_integer('steps', 100, 'Optimiser steps (the original\'s n_iter).')
@@ -73,7 +74,9 @@ def main(argv):
                              f'their outputs would overwrite each other')
     gen, variables = convert.load_generator(FLAGS.generator)
     encoder = load_encoder(FLAGS.encoder) if FLAGS.encoder else None
-    targets = np.stack([projection.load_image(f, gen.top_res) for f in files])
+    images = projection.load_images(files, gen.top_res)
+    names = [n for f, n in zip(files, names) if f in images]
+    files, targets = list(images), np.stack(list(images.values()))
     os.makedirs(FLAGS.output, exist_ok=True)
     for start in range(0, len(files), FLAGS.batch_size):
         batch = slice(start, start + FLAGS.batch_size)
@@ -94,4 +97,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    app.run(main)
+    cli.run(main, outputs=('output',))

@@ -9,17 +9,18 @@ scored by their distance to the full generator (LPIPS-VGG by default, both image
 --eval_res) on --n_samples held-out z, and writes the best configuration of each budget as
 ``{name: {"channels", "res", "macs", "dist"}}`` (the original's assets/evolve_configs format).
 Also scores every uniform ratio x resolution on the same z: they are printed next to the
-searched ones and drawn with them by --plot.
+searched ones and drawn with them by --plot. Every generation is reported before and after it is
+scored, with the best candidate so far and an ETA for the budget.
 """
 import os
-import time
+import sys
 
 from absl import app, flags
 
-from anycost_jax import convert, macs, search
+from anycost_jax import cli, convert, macs, search
 from anycost_jax.eval.consistency import ConsistencyEvaluator
 
-flags.DEFINE_string('checkpoint', None, 'Original .pt file, our model directory, or an http(s) URL.')
+flags.DEFINE_string('checkpoint', None, f'The generator: {cli.GENERATOR_SOURCES}.')
 flags.DEFINE_list('budgets', None, 'MAC budgets, e.g. "101e9,58e9"; values <= 1 are fractions of the full MACs.')
 flags.DEFINE_integer('population', 50, 'Population size.')
 flags.DEFINE_integer('iterations', 20, 'Generations after the initial population.')
@@ -44,7 +45,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     if not FLAGS.checkpoint:
-        raise app.UsageError('--checkpoint is required (an original .pt, our model directory or a URL)')
+        raise app.UsageError(f'--checkpoint is required ({cli.GENERATOR_SOURCES})')
     if not FLAGS.budgets:
         raise app.UsageError('--budgets is required, e.g. --budgets=101e9,58e9 or --budgets=0.5,0.25')
     gen, variables = convert.load_generator(FLAGS.checkpoint)
@@ -54,33 +55,40 @@ def main(argv):
     try:
         budgets = search.parse_budgets(FLAGS.budgets, full_macs)
     except ValueError as e:
-        raise app.UsageError(f'--budgets={",".join(FLAGS.budgets)}: {e}') from e
+        raise cli.UserError(f'--budgets={",".join(FLAGS.budgets)}: {e}') from None
+    names = [search.budget_name(b) for b in budgets]
+    if len(set(names)) != len(names):
+        raise cli.UserError(f'--budgets={",".join(FLAGS.budgets)}: two budgets are both named '
+                            f'{sorted(n for n in names if names.count(n) > 1)[0]}; pass distinct budgets')
+    for budget in budgets:  # a budget that nothing fits fails now, not after the searches before it
+        space.feasible(budget)
     print(f'generator: resolution {gen.resolution}, widths {gen.full_channels()}, {full_macs / 1e9:.3f} GMACs; '
           f'searching resolutions {list(space.resolutions)}, widths per layer {space.choices}')
 
     evaluator = ConsistencyEvaluator(gen, variables, FLAGS.n_samples, FLAGS.batch_size, FLAGS.seed,
                                      FLAGS.eval_res, use_lpips='lpips' in FLAGS.metric)
-    fitness = search.consistency_fitness(evaluator, FLAGS.metric)
+    # A bar over the sample batches where someone watches: the first generation (it compiles) can take minutes.
+    fitness = search.consistency_fitness(evaluator, FLAGS.metric, progress=sys.stderr.isatty())
     cache: dict = {}
     results = {}
-    for budget in budgets:
-        name = search.budget_name(budget)
-        if name in results:
-            raise app.UsageError(f'two budgets are both named {name}; pass distinct budgets')
-        start = time.time()
-
-        def report(generation, population, name=name, start=start):
-            best = population[0]
-            print(f'[{name}] generation {generation}/{FLAGS.iterations}: best {FLAGS.metric} {best.dist:.5f} '
-                  f'({best.macs / 1e9:.4f} GMACs @{best.res}), {len(cache)} scored, {time.time() - start:.0f}s',
-                  flush=True)
+    for i, (name, budget) in enumerate(zip(names, budgets)):
+        def report(p: search.Progress, tag=f'[{name}, budget {i + 1}/{len(budgets)}]'):
+            if p.population is None:
+                print(f'{tag} {p.describe()}', flush=True)
+                return
+            best = p.population[0]
+            eta = f', ETA {search.format_seconds(p.eta)}' if p.eta is not None else ''
+            print(f'{tag} generation {p.generation}/{p.iterations}: best {FLAGS.metric} {best.dist:.5f} '
+                  f'({best.macs / 1e9:.4f} GMACs @{best.res}), {len(cache)} scored, '
+                  f'{search.format_seconds(p.elapsed)}{eta}', flush=True)
 
         results[name] = search.evolve(
             space, budget, fitness, population=FLAGS.population, iterations=FLAGS.iterations,
             parent_ratio=FLAGS.parent_ratio, mutation_ratio=FLAGS.mutation_ratio, mutate_prob=FLAGS.mutate_prob,
             seed=FLAGS.seed, max_retries=FLAGS.max_retries, seed_uniform=FLAGS.seed_uniform, cache=cache,
-            callback=report)
+            progress=report)
 
+    print('scoring the uniform configurations', flush=True)
     uniform = search.uniform_points(space, fitness, cache=cache)
     print(f'\n{"name":>8} {"budget":>14} {"MACs":>14} {"res":>5} {FLAGS.metric:>10}   '
           f'{"best uniform within budget":>28}  channels')
@@ -103,4 +111,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    app.run(main)
+    cli.run(main, outputs=('output', 'plot'))

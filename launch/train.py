@@ -22,6 +22,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from anycost_jax import cli
 from anycost_jax.train import distributed
 
 FLAGS = flags.FLAGS
@@ -52,6 +53,10 @@ def _hide_gpus_from_tf():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+    path = config_flags.get_config_filename(FLAGS['config'])
+    if not os.path.isfile(path.split(':')[0]):  # (ml_collections says so at length)
+        raise cli.UserError(f'--config={path}: no such config file; pass one of configs/, e.g. '
+                            f'--config=configs/demo.py or --config=configs/ffhq.py:anycost')
     config = FLAGS.config
     config.keys()  # a config file that failed to load raises here, before any set-up
     ids = [int(i) for i in FLAGS.local_device_ids] if FLAGS.local_device_ids else None
@@ -77,4 +82,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    app.run(main)
+    cli.run(main, outputs=('workdir',))

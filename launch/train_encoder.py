@@ -6,7 +6,8 @@ r"""Trains a ResNet-50 encoder (images -> w+) on samples of a frozen generator.
       --config.init=encoder_anycost-ffhq-config-f.pt --config.steps=5000 --workdir=runs/encoder
 
 The fields (steps, batch size, loss weights, ...) are ``configs/encoder.py``'s. Rerunning with
-the same --workdir resumes from its latest checkpoint. The encoder is written to WORKDIR/encoder
+the same --workdir resumes from its latest checkpoint, and is refused if it changes the run
+(the batch, the losses, the architecture or the generator). The encoder is written to WORKDIR/encoder
 (load it with ``convert.load_encoder``); ``--config.export_pt`` also writes the original's
 ``{'state_dict': ...}`` format.
 """
@@ -16,7 +17,7 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from anycost_jax import convert
+from anycost_jax import cli, convert
 from anycost_jax.editing import encoder_training as et
 
 config_flags.DEFINE_config_file('config', 'configs/encoder.py', 'The encoder training config.')
@@ -45,4 +46,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    app.run(main)
+    cli.run(main, outputs=('workdir',))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import re
 import threading
 
 import jax
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 from absl import logging as absl_logging
 
-from anycost_jax import convert, elastic
+from anycost_jax import checkpoint, cli, convert, elastic, workdir
 from anycost_jax.convert import original
 from anycost_jax.convert.original import ConversionError
 from anycost_jax.convert.torch_io import TorchFileError, load_torch_file, save_torch_file
@@ -540,6 +541,31 @@ def test_discriminator_accepts_every_input_resolution(dmulti):
         assert jax.eval_shape(lambda: d.apply(dv, np.zeros((2, r, r, 3), np.float32), arch)).shape == (2, 1)
 
 
+def test_load_generator_reads_training_workdirs(gen, tmp_path):
+    """The one resolver of every launcher: a stage workdir gives its latest checkpoint's EMA weights
+    (in float32, as the exports), a pipeline's its final export."""
+    import ml_collections
+    g, v = gen
+    stage = str(tmp_path / 'run' / 'stage')
+    config = ml_collections.ConfigDict(dict(resolution=RES, bf16_from_res=16, model=dict(
+        style_dim=STYLE_DIM, n_mlp=2, channel_multiplier=MULT, channel_max=512)))
+    workdir.write_config(config, stage, ())
+    ema = jax.tree.map(lambda a: np.asarray(a) + 1, v['params'])  # not the online weights
+    with checkpoint.Checkpointer(workdir.checkpoint_dir(stage), async_save=False) as ck:
+        ck.save(1, {'params': v['params'], 'ema_params': v['params'], 'g_noise': v['noise']}, {})
+        ck.save(3, {'params': v['params'], 'ema_params': ema, 'g_noise': v['noise']}, {})
+    g2, v2 = convert.load_generator(stage)
+    assert g2 == g and 'stats' in v2  # float32: bf16_from_res dropped; the mean w added
+    assert_same_variables({'params': ema, 'noise': v['noise']}, v2)
+    assert convert.generator_from_config(config).bf16_from_res == 16  # the trainer's, at the run's precision
+    convert.save_model(str(tmp_path / 'run' / 'generator'), g, v)
+    g3, v3 = convert.load_generator(str(tmp_path / 'run'))
+    assert g3 == g
+    assert_same_variables(v, v3)
+    with pytest.raises(FileNotFoundError, match=r"does not exist; .*a training workdir"):
+        convert.load_generator(str(tmp_path / 'nowhere'))
+
+
 # --------------------------------------------------------------------------- launch/convert.py
 
 
@@ -575,15 +601,19 @@ def test_launch_convert_end_to_end(gen, dmulti, pt_file, tmp_path, capsys):
     def main(*args):
         flags(['convert', *args])
         try:
-            launch_convert.main(['convert'])
+            cli.guard(launch_convert.main, outputs=['output'])(['convert'])  # as cli.run runs it
         finally:
             flags.unparse_flags()
             absl_logging.set_verbosity(verbosity)
 
     main(f'--input={pt_file}', f'--output={tmp_path / "d_only"}', '--what=discriminator', '--key=d')
     assert 'wrote discriminator to' in capsys.readouterr().out
-    with pytest.raises(SystemExit, match=r"error: .*holds a DiscriminatorMultiRes, not a generator"):
+    with pytest.raises(SystemExit) as e:
         main(f'--input={tmp_path / "d_only"}', f'--output={tmp_path / "x"}')
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"error: .*holds a DiscriminatorMultiRes, not a generator\n", err), err
+    assert not os.path.exists(tmp_path / 'x')
     assert_same_variables(dv, convert.load_discriminator(str(tmp_path / 'd_only'))[1])
     with pytest.raises(ValueError, match=r"key='a,b,c': expected G or G,D"):
         convert.convert_checkpoint(pt_file, out, what='both', key='a,b,c')

@@ -155,3 +155,20 @@ def test_edit_launcher_writes_before_and_after(tmp_path):
     assert set(dirs.load_boundaries(str(tmp_path / 'd.npz'))) == set(dirs.COLOR_ATTRIBUTES)
     edited = np.load(out / 'edited.npy')
     assert edited.shape == (GEN.n_style, GEN.style_dim)
+
+
+def test_edit_refuses_bad_arguments_before_loading(tmp_path):
+    from anycost_jax.editing import edit as edit_lib
+    missing = str(tmp_path / 'nowhere.pt')  # never read: each mistake is found first
+    with pytest.raises(ValueError, match=r'--truncation=1.5 is outside \[0, 1\]'):
+        edit_lib.edit(missing, {'red': 1.}, str(tmp_path / 'out'), seed=0, truncation=1.5)
+    with pytest.raises(ValueError, match='channel_ratio=0.3 is not supported'):
+        edit_lib.edit(missing, {'red': 1.}, str(tmp_path / 'out'), seed=0, channel_ratio=0.3)
+    with pytest.raises(edit_lib.EditError, match=r"--latent='.*w.npy' does not exist"):
+        edit_lib.edit(missing, {'red': 1.}, str(tmp_path / 'out'), latent=str(tmp_path / 'w.npy'))
+    (tmp_path / 'w.npy').write_text('not a latent')
+    ckpt = str(tmp_path / 'tiny.pt')
+    convert.save_original(ckpt, GEN, VARS)
+    with pytest.raises(edit_lib.EditError, match=r"w.npy' is not a .npy latent numpy can read"):
+        edit_lib.edit(ckpt, {'red': 1.}, str(tmp_path / 'out'), latent=str(tmp_path / 'w.npy'))
+    assert not os.path.exists(tmp_path / 'out')

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -167,11 +168,25 @@ def test_folder_latents(tmp_path, tiny):
     np.testing.assert_array_equal(latents[1].w_plus, w)
     assert latents[0].original is None and latents[1].original[0, 0, 0] == 9
     assert latents[2].original.shape == (RES, RES, 3) and (latents[2].original == 7).all()
-    np.save(tmp_path / 'd.npy', np.zeros((3, 5)))
-    with pytest.raises(ValueError, match='d.npy: latent of shape'):
-        editor_lib.folder_latents(str(tmp_path), gen)
     with pytest.raises(FileNotFoundError, match='launch/project.py'):
         editor_lib.folder_latents(str(tmp_path / 'missing'), gen)
+    # Unreadable files among them: skipped (a latent) or left out (an input image), counted in one warning each.
+    np.save(tmp_path / 'd.npy', np.zeros((3, 5)))                  # another generator's
+    (tmp_path / 'e.npy').write_text('not a latent')
+    (tmp_path / 'a.png').write_text('not an image')
+    warnings = []
+    latents = editor_lib.folder_latents(str(tmp_path), gen, warn=warnings.append)
+    assert [l.name for l in latents] == ['a', 'b', 'c'] and latents[0].original is None
+    assert len(warnings) == 2
+    assert warnings[0].startswith('warning: skipped 2 of 5 latents, which cannot be read: ')
+    assert 'd.npy: latent of shape' in warnings[0] and 'and 1 more' in warnings[0]
+    assert warnings[1].startswith('warning: showing 1 latents without their input image, which cannot be read: ')
+    assert 'a:' in warnings[1]
+    only_bad = tmp_path / 'bad'
+    only_bad.mkdir()
+    np.save(only_bad / 'd.npy', np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="none of its 1 latents is usable: .*d.npy: latent of shape"):
+        editor_lib.folder_latents(str(only_bad), gen)
 
 
 def test_color_directions_are_cached(tmp_path, tiny, monkeypatch):
@@ -196,6 +211,28 @@ def test_launcher_says_how_to_get_the_default_generator(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert 'runs/demo/generator does not exist' in proc.stderr and 'launch/train.py' in proc.stderr
+
+
+def test_a_busy_port_fails_before_the_warmup(tiny):
+    gen, variables, directions = tiny
+    with socket.socket() as busy:
+        busy.bind(('127.0.0.1', 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+
+        class Unwarmed(editor_lib.Editor):
+            def warmup(self, *a, **k):
+                raise AssertionError('warmed up before taking the port')
+        ed = Unwarmed(gen, variables, directions, editor_lib.seed_latents(gen, variables, [0]))
+        with pytest.raises(editor_lib.EditorError, match=f'127.0.0.1:{port} is already in use.*--port=0'):
+            editor_lib.serve(ed, '127.0.0.1', port)
+        # The launcher takes the port first: before the generator (here: none) is even looked for.
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, 'launch', 'editor.py'), '--generator=/nowhere',
+                               f'--port={port}'], capture_output=True, text=True, timeout=300,
+                              env=dict(os.environ, JAX_PLATFORMS='cpu'))
+    assert proc.returncode == 2
+    assert re.fullmatch(f'error: --port={port}: 127.0.0.1:{port} is already in use .*pass --port=0 to pick a free '
+                        f'port.*\n', proc.stderr), proc.stderr[-3000:]
 
 
 # --------------------------------------------------------------------------- the page in Chromium
@@ -328,3 +365,10 @@ def test_page_in_headless_chromium(launched):
             assert not errors, errors
         finally:
             browser.close()
+
+
+def test_load_editor_refuses_bad_arguments_before_loading():
+    with pytest.raises(ValueError, match=r'--truncation=1.5 is outside \[0, 1\]'):
+        editor_lib.load_editor('/nowhere', truncation=1.5)
+    with pytest.raises(ValueError, match='channel_ratio=0.3 is not supported'):
+        editor_lib.load_editor('/nowhere', preview_ratio=0.3)

@@ -243,6 +243,17 @@ def test_train_encoder_steps_save_and_resume(tmp_path):
     assert len(h3) == 1
     assert sorted(os.listdir(os.path.join(workdir, et.CHECKPOINT_DIR))) == ['2', '3']
     assert not np.array_equal(v3['params']['resnet']['fc']['kernel'], variables['params']['resnet']['fc']['kernel'])
+    # A resume that changes the run is refused before anything is written, as the generator trainer's.
+    saved = open(os.path.join(workdir, et.CONFIG_FILE)).read()
+    other_gen = gen.init_variables(jax.random.key(1))
+    for change, message in ((dict(batch_size=4), 'batch_size: 2 -> 4'),
+                            (dict(sub_generator_prob=0.), 'sub_generator_prob: 0.5 -> 0.0'),
+                            (dict(g_vars=other_gen), 'generator_digest: ')):
+        args = {**kw, 'steps': 4, **change}
+        with pytest.raises(ValueError, match=f'holds a run with a different shape \\({message}.*use a new workdir'):
+            et.train_encoder(gen, args.pop('g_vars', g_vars), workdir, **args)
+    assert open(os.path.join(workdir, et.CONFIG_FILE)).read() == saved
+    assert sorted(os.listdir(os.path.join(workdir, et.CHECKPOINT_DIR))) == ['2', '3']
 
 
 def test_reconstruction_loss():

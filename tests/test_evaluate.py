@@ -94,5 +94,21 @@ def test_launcher_table_json_and_tensorboard(tmp_path, variables):
     assert got['results']['1.0x@16']['mse'] == 0 < got['results']['0.25x@16']['mse']
     assert any(f.startswith('events.out.tfevents') for f in os.listdir(logs))
     # FID without statistics is refused before anything is loaded.
-    proc = subprocess.run(cmd[:2] + ['--metrics=fid'], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0 and '--stats=' in proc.stderr
+    proc = subprocess.run(cmd[:3] + ['--metrics=fid'], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --metrics has fid: pass --stats='"), proc.stderr
+
+
+def test_fid_without_inception_weights_says_which_flag(tmp_path):
+    from anycost_jax.convert import inception
+    with pytest.raises(FileNotFoundError, match=r"'/nowhere/w.pth' do not exist; .*--inception=PATH"):
+        inception.inception_weights('/nowhere/w.pth')
+    # Offline: the download fails at once (a closed local port), before the generator is even looked for.
+    url = 'http://127.0.0.1:9/pt_inception-2015-12-05-6726825d.pth'
+    proc = subprocess.run([sys.executable, 'launch/evaluate.py', f'--checkpoint={tmp_path / "nowhere"}',
+                           '--metrics=fid', f'--stats={tmp_path}/s_{{res}}.npz', f'--inception={url}',
+                           f'--output={tmp_path / "new" / "eval.json"}'], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, ANYCOST_CACHE=str(tmp_path / 'cache'), JAX_PLATFORMS='cpu'))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f'error: could not download {url}') and proc.stderr.count('\n') == 1, proc.stderr
+    assert 'pass its path with --inception=PATH' in proc.stderr
+    assert not os.path.exists(tmp_path / 'new')

@@ -16,7 +16,8 @@ TINY = ['--init_random', '--resolution=16', '--channel_multiplier=0.015625', '--
 
 def run_generate(*args):
     return subprocess.run([sys.executable, os.path.join(ROOT, 'launch', 'generate.py'), *args],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, JAX_PLATFORMS='cpu'))  # (no log line about a missing TPU)
 
 
 @pytest.mark.slow
@@ -44,15 +45,33 @@ def test_generate_writes_grid_and_samples(tmp_path):
 
 @pytest.mark.parametrize('args, message', [
     ([], 'exactly one of --checkpoint'),
-    (['--channel_ratio=0.3'], 'channel_ratio=0.3'),
+    (['--channel_ratio=0.3'], 'channel_ratio=0.3 is not supported; expected one of'),
     (['--target_res=32'], 'target_res=32'),
     (['--channels=1,2'], 'channels has 2 entries'),
+    (['--seeds=0-x'], "--seeds='0-x': '0-x' is neither a seed nor a range"),
+    (['--truncation=1.5'], '--truncation=1.5 is outside [0, 1]'),
 ])
-def test_generate_rejects_bad_arguments(tmp_path, args, message):
+def test_generate_rejects_bad_arguments_in_one_line(tmp_path, args, message):
     base = TINY if args else [a for a in TINY if a != '--init_random']
-    proc = run_generate(*base, *args, f'--outdir={tmp_path}')
-    assert proc.returncode != 0
+    proc = run_generate(*base, *args, f'--outdir={tmp_path / "new" / "out"}')
+    assert proc.returncode == 2
+    assert proc.stderr.startswith('error: ') and proc.stderr.count('\n') == 1, proc.stderr[-3000:]
     assert message in proc.stderr
+    assert not os.path.exists(tmp_path / 'new')  # a failed run leaves no empty output folder
+
+
+def test_parse_seeds():
+    assert render.parse_seeds('0-3,7') == [0, 1, 2, 3, 7] and render.parse_seeds(' 5 ') == [5]
+    for bad in ('', 'a', '1,,2', '-1', '3-', '2-1'):
+        with pytest.raises(ValueError, match=f"--seeds='{bad}'"):
+            render.parse_seeds(bad)
+    with pytest.raises(ValueError, match='write it low-high, e.g. 3-7'):
+        render.parse_seeds('7-3')
+    render.check_truncation(0.)
+    render.check_truncation(1.)
+    for bad in (1.01, -0.1, float('nan')):
+        with pytest.raises(ValueError, match='outside \\[0, 1\\]'):
+            render.check_truncation(bad)
 
 
 def test_seeds_are_independent_of_batch():

@@ -4,6 +4,7 @@ Most tests project with lpips_weight=0 (pixels only): LPIPS-VGG's program alone 
 seconds to compile on CPU; one test covers the LPIPS path with a few Adam steps at 16 px.
 """
 import os
+import re
 import subprocess
 import sys
 
@@ -129,6 +130,27 @@ def test_load_image_crops_and_resizes(tmp_path):
     np.testing.assert_allclose(x[..., :2], -1, atol=1e-6)
 
 
+def test_unreadable_images_are_skipped_and_counted(tmp_path):
+    Image.new('RGB', (8, 8), (255, 0, 0)).save(tmp_path / 'a.png')
+    (tmp_path / 'b.png').write_text('not an image')
+    (tmp_path / 'notes.txt').write_text('neither')
+    warnings = []
+    paths = [str(tmp_path / n) for n in ('a.png', 'b.png', 'notes.txt')]
+    images = projection.load_images(paths, 16, warn=warnings.append)
+    assert list(images) == paths[:1] and images[paths[0]].shape == (16, 16, 3)
+    assert len(warnings) == 1 and warnings[0].startswith('warning: skipped 2 of 3 images that cannot be read: ')
+    assert 'b.png' in warnings[0] and 'and 1 more' in warnings[0]
+    with pytest.raises(ValueError, match=r"notes.txt' is not an image PIL can read .*; pass .png / .jpg images"):
+        projection.load_images(paths[2:], 16)
+    with pytest.raises(ValueError, match='none of the 2 images can be read'):
+        projection.load_images(paths[1:], 16)
+
+
+def run_project(*args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, 'launch', 'project.py'), *args], capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+
+
 def test_launcher_writes_latents_and_pairs(tmp_path):
     ckpt = str(tmp_path / 'tiny.pt')
     convert.save_original(ckpt, GEN, VARS)
@@ -136,11 +158,12 @@ def test_launcher_writes_latents_and_pairs(tmp_path):
     folder.mkdir()
     for i, t in enumerate(TARGETS):
         render.save_png(str(folder / f'img{i}.png'), render.to_uint8(t))
+    (folder / 'img9.png').write_bytes(b'\x89PNG truncated')  # one unreadable image: skipped, not fatal
     out = tmp_path / 'out'
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, 'launch', 'project.py'), f'--generator={ckpt}',
-                           f'--images={folder}', f'--output={out}', '--steps=5', '--optimizer=adam', '--lr=0.05',
-                           '--lpips_weight=0', '--batch_size=2'], capture_output=True, text=True, timeout=300)
+    proc = run_project(f'--generator={ckpt}', f'--images={folder}', f'--output={out}', '--steps=5',
+                       '--optimizer=adam', '--lr=0.05', '--lpips_weight=0', '--batch_size=2')
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'warning: skipped 1 of 3 images that cannot be read: ' in proc.stderr and 'img9.png' in proc.stderr
     assert sorted(os.listdir(out)) == ['img0.npy', 'img0_projection.png', 'img1.npy', 'img1_projection.png']
     w = np.load(out / 'img1.npy')
     assert w.shape == (GEN.n_style, GEN.style_dim) and w.dtype == np.float32  # like projected_latents/*.npy
@@ -150,3 +173,10 @@ def test_launcher_writes_latents_and_pairs(tmp_path):
     rendered = render.to_uint8(np.clip(GEN.apply(VARS, w[None], input_is_style=True), -1, 1))[0]
     assert np.abs(pair[:, 16:].astype(int) - rendered).max() <= 1
     assert 'img1: loss' in proc.stdout
+    # A single file that is not an image: one line, status 2, no output folder.
+    (tmp_path / 'notes.txt').write_text('not an image')
+    proc = run_project(f'--generator={ckpt}', f'--images={tmp_path / "notes.txt"}', f'--output={tmp_path / "o2"}')
+    assert proc.returncode == 2 and proc.stderr.count('\n') == 1, proc.stderr[-3000:]
+    assert re.fullmatch(r"error: '.*notes.txt' is not an image PIL can read \(.*\); pass .png / .jpg images\n",
+                        proc.stderr)
+    assert not os.path.exists(tmp_path / 'o2')

@@ -1,6 +1,7 @@
 """Evolutionary search: budgets, determinism, one compile per resolution, the JSON and the plot,
 against uniform configurations on a synthetic fitness, and launch/search.py end to end."""
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -156,6 +157,12 @@ def test_launch_search_end_to_end(tmp_path):
         assert entry['macs'] <= budget and entry['res'] in (8, 16)
     assert plot.read_bytes()[:8] == PNG_MAGIC
     assert 'generation 1/1' in proc.stdout and 'best uniform within budget' in proc.stdout
+    # Progress: a line before the first generation is scored (it compiles), then each one with an ETA.
+    lines = proc.stdout.splitlines()
+    first = next(i for i, l in enumerate(lines) if 'generation 0/1' in l)
+    assert '[2.49M, budget 1/2] generation 0/1: ' in lines[first] and 'candidates to score' in lines[first]
+    assert 'best mse' in lines[first + 1] and 'ETA' in lines[first + 1]
+    assert all('ETA' in l for l in lines[first + 1:first + 4])  # the second budget's candidates are all cached
     # The table: name, budget, MACs, res, distance, best uniform label and distance, channels.
     rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.split()[:1] in
             (['2.49M'], ['1.5M'])}
@@ -223,3 +230,31 @@ def test_the_engine_searches_any_space(tmp_path):
     path = search.plot_points(str(tmp_path / 'toy.png'), {'30': best}, {'seed': space.seeds(30)[0].scored(1.)})
     with open(path, 'rb') as f:
         assert f.read(8) == PNG_MAGIC
+
+
+def test_the_engine_reports_every_generation_with_an_eta(monkeypatch):
+    space = _ToySpace()
+    clock = itertools.count(0, 2)  # every read of the clock: 2 s later
+    monkeypatch.setattr(search.time, 'perf_counter', lambda: float(next(clock)))
+    scored = []
+
+    def fitness(cs):
+        scored.append(len(cs))
+        return [abs(c.widths[0] - 8) + abs(c.widths[1] - 16) - c.widths[2] for c in cs]
+    reports = []
+    search.evolve(space, 30, fitness, population=8, iterations=3, mutate_prob=0.5, seed=0, progress=reports.append)
+    # Before and after each generation's scoring, in order, before the first score is known too.
+    assert [(p.generation, p.population is None) for p in reports] == [(g, b) for g in range(4) for b in (True, False)]
+    assert [p.to_score for p in reports[::2] if p.to_score] == scored  # the fitness is called for what is new
+    assert reports[0].eta is None and reports[0].to_score == scored[0] and reports[0].iterations == 3
+    assert all(p.eta is not None and p.eta >= 0 for p in reports[1:])
+    assert reports[-1].eta == 0  # nothing left
+    assert reports[1].elapsed > reports[0].elapsed and reports[1].population[0].dist == min(
+        c.dist for c in reports[1].population)
+    # The ETA: the time per candidate so far times the most the generations left can score (all but 2 parents).
+    after0 = reports[1]
+    assert after0.eta == pytest.approx(after0.elapsed / scored[0] * 3 * (8 - 2))
+    assert 'generation 0/3: ' in reports[0].describe() and 'ETA' not in reports[0].describe()
+    assert 'ETA ' in reports[2].describe()
+    assert search.format_seconds(42) == '42s' and search.format_seconds(365) == '6m05s'
+    assert search.format_seconds(7380) == '2h03m'

@@ -2,9 +2,11 @@
 
 ``load_generator(path)`` / ``load_discriminator(path)`` accept
 * an original ``.pt`` file (the full training checkpoint with ``g_ema`` / ``d``, or a bare state dict),
-* one of our model directories (:mod:`anycost_jax.modeldir`), or
+* one of our model directories (:mod:`anycost_jax.modeldir`),
 * an ``http(s)://`` URL of either a ``.pt`` file, downloaded once into the cache
-  (``$ANYCOST_CACHE`` or ``~/.cache/anycost_jax``).
+  (``$ANYCOST_CACHE`` or ``~/.cache/anycost_jax``), or
+* (``load_generator``) a training work directory (:mod:`anycost_jax.workdir`): a stage's latest
+  checkpoint (its EMA generator), a pipeline's final export. Every launcher loads through it.
 
 ``load_encoder(path)`` / ``load_attribute_predictor(path)`` do the same for the original's
 ResNet-50 encoder and CelebA attribute predictor (``{'state_dict': ...}`` checkpoints, see
@@ -31,7 +33,8 @@ from anycost_jax.models.generator import MEAN_W_SAMPLES, Generator, mean_w
 
 __all__ = ['load_generator', 'load_discriminator', 'save_model', 'load_model', 'save_original', 'resolve_path',
            'ConversionError', 'load_torch_file', 'save_torch_file', 'add_mean_style', 'load_encoder',
-           'load_attribute_predictor', 'encoder_to_state_dict', 'save_original_encoder', 'KINDS', 'SUBDIRS',
+           'generator_from_config', 'load_attribute_predictor', 'encoder_to_state_dict', 'save_original_encoder',
+           'KINDS', 'SUBDIRS',
            'parse_keys', 'describe', 'convert_models', 'convert_checkpoint', 'load_img2img_generator',
            'load_img2img_discriminator', 'save_img2img_generator', 'save_img2img_discriminator', 'load_vgg19']
 
@@ -54,7 +57,8 @@ def resolve_path(path: str) -> str:
     if not os.path.exists(path):
         raise FileNotFoundError(f'checkpoint {path!r} does not exist; expected an original Anycost/StyleGAN2 .pt '
                                 f'file (with key "g_ema" / "d" or a bare state dict), one of our model '
-                                f'directories (with {modeldir.MODEL_FILE}), or an http(s) URL')
+                                f'directories (with {modeldir.MODEL_FILE}), a training workdir (with '
+                                f'{workdir.CONFIG_FILE} or {workdir.GENERATOR}/), or an http(s) URL')
     return path
 
 
@@ -97,14 +101,35 @@ def _load(path: str, kind: str, key: str, probe: str, from_sd, classes):
     return from_sd(_state_dict(obj, key, path, probe))
 
 
+def generator_from_config(config) -> Generator:
+    """The generator a training config describes (its ``model`` fields; at the run's precision)."""
+    m = config.model
+    bf16 = config.get('bf16_from_res') or None  # config.json of older runs has no such field
+    return Generator(config.resolution, style_dim=m.style_dim, n_mlp=m.n_mlp, channel_multiplier=m.channel_multiplier,
+                     channel_max=m.channel_max, bf16_from_res=bf16)
+
+
+def _stage_generator(local: str):
+    """The EMA generator of a stage workdir's latest checkpoint, in float32 as the exports are."""
+    gen = generator_from_config(workdir.read_config(local)).clone(bf16_from_res=None)
+    saved, _, _ = workdir.restore_fields(local, ('ema_params', 'g_noise'))
+    return gen, {'params': saved['ema_params'], 'noise': saved['g_noise']}
+
+
 def load_generator(path: str, key: str = 'g_ema', mean_style: bool = True):
-    """``(Generator, variables)`` from an original .pt, our directory, or a URL.
+    """``(Generator, variables)`` from an original .pt, our directory, a training workdir, or a URL.
 
     ``key`` picks the generator in a training checkpoint (``g_ema``, or ``g``). With ``mean_style``
     an average w is stored under ``stats/w_avg`` (if absent) so ``truncation < 1`` works directly.
     """
-    gen, variables = _load(path, 'generator', key, 'style.1.weight', original.generator_from_state_dict,
-                           (Generator,))
+    local = workdir.local_path(os.fspath(path))
+    if workdir.is_stage(local):
+        gen, variables = _stage_generator(local)
+    else:
+        if workdir.is_pipeline(local):  # its final export
+            path = os.path.join(local, workdir.GENERATOR)
+        gen, variables = _load(path, 'generator', key, 'style.1.weight', original.generator_from_state_dict,
+                               (Generator,))
     if mean_style and 'stats' not in variables:
         variables = add_mean_style(gen, variables)
     return gen, variables

@@ -86,6 +86,10 @@ def variables_from_state_dict(sd) -> dict:
         raise table_lib.ConversionError(f'{e.key} has shape {e.shape}, expected {e.expected}') from e
 
 
+# How the launchers take these weights.
+_FLAG = '--inception=PATH (launch/train.py: --config.inception=PATH)'
+
+
 def _expected_hash(path_or_name: str) -> Optional[str]:
     m = _HASH_IN_NAME.search(os.path.basename(path_or_name))
     return m.group(1) if m else None
@@ -111,7 +115,8 @@ def inception_weights(path_or_url: Optional[str] = None, cache_dir: Optional[str
         path = os.path.expanduser(url)
         if not os.path.isfile(path):
             raise FileNotFoundError(f'FID Inception weights {path!r} do not exist; download {FID_WEIGHTS_URL} '
-                                    'and pass its path (or pass None to download it into the cache)')
+                                    f'and pass its path with {_FLAG}, or leave it out to download it into the '
+                                    f'cache')
         if os.path.basename(path) == os.path.basename(FID_WEIGHTS_URL):
             _check_hash(path, _expected_hash(path))
         return path
@@ -120,8 +125,9 @@ def inception_weights(path_or_url: Optional[str] = None, cache_dir: Optional[str
     # A name without a hash takes the default, URL-prefixed name: keeps URLs with the same file name apart.
     dest = download.cache_path(url, name if expected else None, cache_dir)
     return download.cached(url, dest, expected_sha256=expected,
-                           advice=f'Download that file on a machine with network access and put it at {dest} (or '
-                                  'pass its local path, or point $ANYCOST_CACHE at the folder holding it)')
+                           advice=f'Download that file on a machine with network access and pass its path with '
+                                  f'{_FLAG}, or put it at {dest} (or point $ANYCOST_CACHE at the folder '
+                                  f'holding it)')
 
 
 def _check_hash(path: str, expected: Optional[str]) -> None:

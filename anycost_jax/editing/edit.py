@@ -50,7 +50,10 @@ def initial_latent(gen: Generator, variables: dict, latent: Optional[str] = None
     if (latent is None) == (seed is None):
         raise EditError('pass exactly one of --latent=FILE.npy and --seed=N')
     if latent:
-        w = np.load(latent).astype(np.float32)
+        try:
+            w = np.load(latent).astype(np.float32)
+        except (OSError, ValueError) as e:
+            raise EditError(f'--latent={latent!r} is not a .npy latent numpy can read ({e})') from None
         if w.shape[-2:] != (gen.n_style, gen.style_dim) or w.ndim not in (2, 3):
             raise EditError(f'{latent} has shape {w.shape}; this generator needs w+ [{gen.n_style}, {gen.style_dim}]')
         return w.reshape(1, gen.n_style, gen.style_dim)
@@ -128,7 +131,7 @@ def edit(generator: str, edits: Mapping[str, float], output: str, *, latent: Opt
          top_fraction: float = dirs.TOP_FRACTION, save_directions: Optional[str] = None,
          channel_ratio: float = 0.5, resolution: Optional[int] = None, log: Callable[[str], Any] = print,
          **kwargs) -> np.ndarray:
-    """Loads ``generator`` (original .pt, our model directory or URL), finds the latent and directions, edits.
+    """Loads ``generator`` (as :func:`convert.load_generator`: a workdir too), finds the latent and directions, edits.
 
     Arguments are those of :func:`initial_latent`, :func:`get_directions` and :func:`edit_latent`
     (``kwargs``: ``slider_units``, ``n_layers``, ``repeats``); everything cheap is checked before
@@ -140,6 +143,9 @@ def edit(generator: str, edits: Mapping[str, float], output: str, *, latent: Opt
     if not edits:
         raise EditError('no --edit given: pass e.g. --edit=smiling=0.5')
     elastic.check_ratio(channel_ratio)
+    render.check_truncation(truncation)
+    if latent is not None and not os.path.isfile(latent):
+        raise EditError(f'--latent={latent!r} does not exist; pass a w+ .npy from launch/project.py or --seed=N')
     gen, variables = convert.load_generator(generator)
     gen.check_target_res(resolution or gen.top_res)
     w = initial_latent(gen, variables, latent, seed, truncation)

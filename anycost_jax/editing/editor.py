@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import errno
 import functools
 import glob
-import hashlib
 import io
 import json
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -47,6 +48,7 @@ from tqdm import tqdm
 
 from anycost_jax import convert, download, elastic, render
 from anycost_jax.editing import directions as directions_lib
+from anycost_jax.modeldir import params_digest
 from anycost_jax.models.generator import Generator
 
 MAX_STRENGTH = directions_lib.SLIDER_MAX_VALUE  # the original demo: a slider at its end moves w by 0.6 x the direction
@@ -96,42 +98,61 @@ def _as_w_plus(arr: np.ndarray, gen: Generator, path: str) -> np.ndarray:
     return np.repeat(arr, gen.n_style, 0) if arr.shape[0] == 1 else arr
 
 
+def _rgb(path: str) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert('RGB'))
+
+
 def _input_image(stem: str) -> Optional[np.ndarray]:
     """``NAME.png|jpg|jpeg`` beside ``NAME.npy``, else the left half of launch/project.py's
     ``NAME_projection.png`` (target | projection), else None."""
     for suffix in IMAGE_SUFFIXES:
         if os.path.exists(stem + suffix):
-            return np.asarray(Image.open(stem + suffix).convert('RGB'))
+            return _rgb(stem + suffix)
     if os.path.exists(stem + '_projection.png'):
-        pair = np.asarray(Image.open(stem + '_projection.png').convert('RGB'))
+        pair = _rgb(stem + '_projection.png')
         if pair.shape[1] == 2 * pair.shape[0]:
             return pair[:, :pair.shape[0]]
     return None
 
 
-def folder_latents(folder: str, gen: Generator) -> list[Latent]:
-    """Every ``*.npy`` w / w+ in ``folder`` (sorted), with its input image when one is beside it."""
+def folder_latents(folder: str, gen: Generator,
+                   warn: Callable[[str], Any] = lambda m: print(m, file=sys.stderr, flush=True)) -> list[Latent]:
+    """Every ``*.npy`` w / w+ in ``folder`` (sorted), with its input image when one is beside it.
+
+    A latent that cannot be read or does not fit ``gen`` is skipped, an unreadable input image
+    left out, each counted in one ``warn``: one bad file does not cost the folder. Raises if no
+    latent is usable.
+    """
     paths = sorted(glob.glob(os.path.join(folder, '*.npy')))
     if not paths:
         raise FileNotFoundError(f'--latents={folder!r} holds no .npy latent; write some with launch/project.py '
                                 f'or leave --latents out to sample latents from seeds')
-    out = []
+    out, bad_latents, bad_images = [], [], []
     for p in paths:
         stem = os.path.splitext(p)[0]
-        out.append(Latent(os.path.basename(stem), _as_w_plus(np.load(p), gen, p), _input_image(stem)))
+        try:
+            w_plus = _as_w_plus(np.load(p), gen, p)
+        except (OSError, ValueError) as e:  # not a .npy, or a latent of another generator
+            bad_latents.append(str(e) if str(e).startswith(p) else f'{p}: {e}')
+            continue
+        try:
+            image = _input_image(stem)
+        except (OSError, ValueError) as e:
+            bad_images.append(f'{stem}: {e}')
+            image = None
+        out.append(Latent(os.path.basename(stem), w_plus, image))
+    if not out:
+        raise ValueError(f'--latents={folder!r}: none of its {len(paths)} latents is usable: {bad_latents[0]}')
+    for bad, what in ((bad_latents, f'skipped {len(bad_latents)} of {len(paths)} latents'),
+                      (bad_images, f'showing {len(bad_images)} latents without their input image')):
+        if bad:
+            more = f' and {len(bad) - 1} more' if len(bad) > 1 else ''
+            warn(f'warning: {what}, which cannot be read: {bad[0]}{more}')
     return out
 
 
 # --------------------------------------------------------------------------- directions
-
-
-def params_digest(variables: dict) -> str:
-    """A short hash of a generator's parameters: names the directions computed for it."""
-    h = hashlib.sha256()
-    for path, leaf in jax.tree_util.tree_flatten_with_path(variables['params'])[0]:
-        h.update(jax.tree_util.keystr(path).encode())
-        h.update(np.ascontiguousarray(leaf).tobytes())
-    return h.hexdigest()[:16]
 
 
 def color_directions(gen: Generator, variables: dict, cache: Optional[str] = None, n_samples: int = 10000,
@@ -353,8 +374,13 @@ def page() -> bytes:
     return resources.files('anycost_jax.editing').joinpath('static', 'editor.html').read_bytes()
 
 
-def make_server(editor: Editor, host: str = '127.0.0.1', port: int = 0) -> http_server.ThreadingHTTPServer:
-    """A threading HTTP server for ``editor`` (port 0: a free one; see ``server.server_address``)."""
+def make_server(editor: Optional[Editor], host: str = '127.0.0.1', port: int = 0) -> http_server.ThreadingHTTPServer:
+    """A threading HTTP server for ``editor`` (port 0: a free one; see ``server.server_address``).
+
+    It listens at once: a busy port is an ``EditorError`` before anything slow. ``editor`` may be
+    None, set as ``server.editor`` before serving (:func:`serve` does), so that a launcher can take
+    the port before it loads the generator.
+    """
     html = page()
 
     class Handler(http_server.BaseHTTPRequestHandler):
@@ -392,6 +418,7 @@ def make_server(editor: Editor, host: str = '127.0.0.1', port: int = 0) -> http_
             return req
 
         def do_GET(self):  # noqa: N802 (http.server's naming)
+            editor = self.server.editor
             url = urllib.parse.urlparse(self.path)
             if url.path in ('/', '/index.html'):
                 self._send(200, html, 'text/html; charset=utf-8')
@@ -404,6 +431,7 @@ def make_server(editor: Editor, host: str = '127.0.0.1', port: int = 0) -> http_
                 self._send(404, b'not found', 'text/plain')
 
         def do_POST(self):  # noqa: N802
+            editor = self.server.editor
             routes = {'/api/select': lambda: editor.select(self._json_body()),
                       '/api/render': lambda: editor.render_request(self._json_body()),
                       '/api/finalize': lambda: editor.render_request(self._json_body(), final=True),
@@ -417,7 +445,15 @@ def make_server(editor: Editor, host: str = '127.0.0.1', port: int = 0) -> http_
         def log_message(self, fmt, *args):  # one line per request would drown the terminal while sliding
             pass
 
-    return http_server.ThreadingHTTPServer((host, port), Handler)
+    try:
+        server = http_server.ThreadingHTTPServer((host, port), Handler)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise EditorError(f'--port={port}: {host}:{port} is already in use (another editor still running?); '
+                              f'pass --port=0 to pick a free port, or another --port') from None
+        raise
+    server.editor = editor
+    return server
 
 
 def url_of(server: http_server.ThreadingHTTPServer) -> str:
@@ -439,7 +475,7 @@ def load_editor(generator: str, *, latents: Optional[str] = None, seeds: Sequenc
     """An :class:`Editor` as launch/editor.py builds it.
 
     Args:
-      generator: original .pt, our model directory, or a URL.
+      generator: as :func:`convert.load_generator` (a training workdir too).
       latents: a folder of .npy w+ (see :func:`folder_latents`); None: sample them from ``seeds``
         with ``truncation``.
       boundaries: the original boundary .pt or our .npz (path or URL); None: the procedural demo
@@ -456,6 +492,8 @@ def load_editor(generator: str, *, latents: Optional[str] = None, seeds: Sequenc
     Raises:
       EditorError: an attribute that is not among the directions.
     """
+    render.check_truncation(truncation)
+    elastic.check_ratio(preview_ratio)  # before loading anything
     cache = compile_cache
     if cache is None and not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
         cache = os.path.join(download.cache_dir(), 'xla')
@@ -485,20 +523,24 @@ def load_editor(generator: str, *, latents: Optional[str] = None, seeds: Sequenc
 
 
 def serve(editor: Editor, host: str = '127.0.0.1', port: int = 0, warmup: bool = True,
-          log: Callable[[str], Any] = functools.partial(print, flush=True)) -> None:
+          log: Callable[[str], Any] = functools.partial(print, flush=True),
+          server: Optional[http_server.ThreadingHTTPServer] = None) -> None:
     """Serves ``editor`` until Ctrl-C, logging its URL once it listens.
 
     Args:
       warmup: compile the initial preview and the full render first (the other widths and
         resolutions in the background), so the first slider move and Finalize wait for none.
+      server: one of :func:`make_server` (host and port are then its own).
     """
-    if warmup:
-        editor.warmup([editor.preview])
-        editor.warmup_in_background()  # while the page loads
-    server = make_server(editor, host, port)
-    log(f'anycost editor: {len(editor.latents)} latents, {len(editor.directions)} directions; open '
-        f'{url_of(server)}  (Ctrl-C to stop)')
+    if server is None:
+        server = make_server(editor, host, port)  # before the warm-up: a busy port fails at once
+    server.editor = editor
     try:
+        if warmup:
+            editor.warmup([editor.preview])
+            editor.warmup_in_background()  # while the page loads
+        log(f'anycost editor: {len(editor.latents)} latents, {len(editor.directions)} directions; open '
+            f'{url_of(server)}  (Ctrl-C to stop)')
         server.serve_forever()
     except KeyboardInterrupt:
         pass

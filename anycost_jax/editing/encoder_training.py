@@ -24,7 +24,9 @@ projection (``tools/project.py``) and of in-domain encoders (arXiv:2004.00049):
 Checkpoints: the whole train state (Orbax, :class:`anycost_jax.checkpoint.Checkpointer`)
 under ``workdir/checkpoints`` every ``save_every`` steps, so a rerun with the same workdir
 resumes; and the encoder as a model directory ``workdir/encoder`` (``convert.load_encoder``
-reads it), written at every save and at the end.
+reads it), written at every save and at the end. ``workdir/encoder_config.json`` keeps the first
+start's config and the generator's parameter digest: a resume that changes :data:`RESUME_KEYS`
+(the batch, the losses, the architecture, the generator) is refused, as the generator trainer's.
 """
 from __future__ import annotations
 
@@ -36,11 +38,13 @@ from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from anycost_jax import elastic
+from anycost_jax import elastic, modeldir
+from anycost_jax import workdir as workdir_lib
 from anycost_jax.models.encoder import INPUT_SIZE, ResNet50Encoder, with_mean_latent
 from anycost_jax.models import generator as generator_lib
 from anycost_jax.models.generator import Generator
@@ -50,6 +54,10 @@ from anycost_jax.nn.resize import resize_align_corners
 
 ENCODER_DIR = 'encoder'
 CHECKPOINT_DIR = 'checkpoints'
+CONFIG_FILE = 'encoder_config.json'
+# What a resume must keep: everything but the run's length, its saving period and the learning rate.
+RESUME_KEYS = ('batch_size', 'lpips_res', 'lpips_weight', 'mse_weight', 'latent_weight', 'mixing_prob',
+               'sub_generator_prob', 'seed', 'input_size', 'stage_sizes', 'width', 'generator_digest')
 FC_INIT_SCALE = 0.1  # the fresh fc starts small: first predictions stay near mean_latent
 
 
@@ -203,7 +211,6 @@ def train_encoder(gen: Generator, g_variables: dict, workdir: str, config: Optio
     workdir holding checkpoints resumes from the latest one. ``history``: per step of this call,
     the dict of float losses (``loss``, ``lpips``, ``mse``, ``latent``).
     """
-    from anycost_jax import modeldir
     from anycost_jax.checkpoint import Checkpointer
     config = dataclasses.replace(config or EncoderTrainConfig(), **overrides)
     config.check(gen)
@@ -211,9 +218,9 @@ def train_encoder(gen: Generator, g_variables: dict, workdir: str, config: Optio
         raise ValueError("g_variables lack the 'noise' collection (the generator's constant noise); pass the full "
                          "variables of convert.load_generator")
     enc, state, config = _initial_state(gen, g_variables, config, optimizer(config), init)
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, 'encoder_config.json'), 'w') as f:
-        json.dump(dataclasses.asdict(config), f, indent=1, default=list)
+    run = ml_collections.ConfigDict({**dataclasses.asdict(config), 'generator_digest': modeldir.params_digest(
+        g_variables)})
+    workdir_lib.write_config(run, workdir, RESUME_KEYS, filename=CONFIG_FILE)  # a changed run is refused here
     ckpt = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), keep=2)
     restored = ckpt.restore(state)
     if restored is not None:

@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Mapping, Optional
+import sys
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -85,6 +86,28 @@ def load_image(path: str, resolution: int) -> np.ndarray:
         if s != resolution:
             im = im.resize((resolution, resolution), Image.LANCZOS)
         return np.asarray(im, np.float32) / 127.5 - 1
+
+
+def load_images(paths: Sequence[str], resolution: int,
+                warn: Callable[[str], Any] = lambda m: print(m, file=sys.stderr, flush=True)) -> dict[str, np.ndarray]:
+    """``{path: image}`` (:func:`load_image`) of the readable ``paths``; the unreadable ones are
+    skipped and counted in one ``warn``, so one bad file does not cost the batch. Raises
+    ``ValueError`` if none is readable."""
+    images, bad = {}, {}
+    for path in paths:
+        try:
+            images[path] = load_image(path, resolution)
+        except (OSError, ValueError, Image.DecompressionBombError) as e:  # not an image, truncated, too large
+            bad[path] = e
+    if bad:
+        first, error = next(iter(bad.items()))
+        what = f'{first!r} is not an image PIL can read ({error})'
+        if not images:
+            raise ValueError(f'{what}; pass .png / .jpg images' if len(bad) == 1 else
+                             f'none of the {len(bad)} images can be read: {what}')
+        more = f' and {len(bad) - 1} more' if len(bad) > 1 else ''
+        warn(f'warning: skipped {len(bad)} of {len(paths)} images that cannot be read: {what}{more}')
+    return images
 
 
 def check_targets(targets, resolution: int) -> np.ndarray:

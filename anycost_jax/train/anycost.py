@@ -44,9 +44,8 @@ RESUME_KEYS = config_lib.RESUME_KEYS
 
 def build_models(config):
     m = config.model
-    bf16 = config.get('bf16_from_res') or None  # config.json of older runs has no such field
-    gen = Generator(config.resolution, style_dim=m.style_dim, n_mlp=m.n_mlp,
-                    channel_multiplier=m.channel_multiplier, channel_max=m.channel_max, bf16_from_res=bf16)
+    gen = convert.generator_from_config(config)
+    bf16 = gen.bf16_from_res
     if config.n_res > 1:
         disc = DiscriminatorMultiRes(config.resolution, n_res=config.n_res, modulate=config.conditioned_d,
                                      channel_multiplier=m.channel_multiplier, channel_max=m.channel_max,

@@ -1,0 +1,94 @@
+"""What every launcher in ``launch/`` shares: routine mistakes as one line, and the sources a
+generator may be loaded from.
+
+:func:`run` is ``absl.app.run`` for a launcher. A flag that does not parse, an
+``app.UsageError``, a :class:`UserError`, or a ``ValueError`` / ``OSError`` (what the library
+raises for bad input: a missing file, a value out of range, a file that is not what it should
+be) prints ``error: <message>`` on one line and exits with status 2, without absl's flag help.
+Any other exception is a bug and keeps its traceback (``--verbosity=1`` keeps it for these too).
+A failed run removes the output folders it created and left empty.
+
+Generators load through :func:`anycost_jax.convert.load_generator`, the one resolver of
+:data:`GENERATOR_SOURCES` (a training workdir included).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable, NoReturn, Sequence
+
+from absl import app, flags, logging
+
+USAGE_STATUS = 2
+GENERATOR_SOURCES = 'an original .pt, our model directory, a training workdir (e.g. runs/demo) or an http(s) URL'
+
+
+class UserError(Exception):
+    """A mistake in a launcher's arguments: reported as one line, without a traceback."""
+
+
+# What users cause: the library reports bad input as ValueError / OSError (FileNotFoundError included).
+ROUTINE = (UserError, app.UsageError, ValueError, OSError)
+
+
+def one_line(error) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return '; '.join(lines) or type(error).__name__
+
+
+def fail(error) -> NoReturn:
+    """Prints ``error: <error>`` on one line to stderr and exits with :data:`USAGE_STATUS`."""
+    print(f'error: {one_line(error)}', file=sys.stderr, flush=True)
+    sys.exit(USAGE_STATUS)
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+    """absl's flag parsing, a bad flag as one line (absl prints two and exits with 1)."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        fail(e)
+
+
+def _new_folders(paths: Sequence[str]) -> list[str]:
+    """Of ``paths`` and their parent folders, those that do not exist yet, deepest first."""
+    new = []
+    for path in paths:
+        if not path or '://' in path:
+            continue
+        path = os.path.abspath(os.path.expanduser(path))
+        while not os.path.exists(path) and path not in new:
+            new.append(path)
+            path = os.path.dirname(path)
+    return sorted(new, key=len, reverse=True)
+
+
+def _remove_empty(folders: Sequence[str]) -> None:
+    for folder in folders:  # deepest first: a parent empties once its new child is gone
+        if os.path.isdir(folder) and not os.listdir(folder):
+            os.rmdir(folder)
+
+
+def guard(main: Callable, outputs: Sequence[str] = ()) -> Callable:
+    """``main`` with routine mistakes reported by :func:`fail`; on any failure, the folders of the
+    flags named in ``outputs`` (folders, or files whose folders the run makes) that the run
+    created and left empty are removed."""
+
+    def guarded(argv):
+        new = _new_folders([flags.FLAGS[name].value for name in outputs])
+        try:
+            return main(argv)
+        except BaseException as e:
+            if isinstance(e, SystemExit) and not e.code:
+                raise
+            _remove_empty(new)
+            if isinstance(e, ROUTINE) and logging.get_verbosity() < logging.DEBUG:
+                fail(e)
+            raise
+
+    return guarded
+
+
+def run(main: Callable, outputs: Sequence[str] = ()) -> None:
+    """``app.run(main)`` for a launcher (see the module docstring); ``outputs``: as :func:`guard`."""
+    app.run(guard(main, outputs), flags_parser=parse_flags)
