@@ -156,15 +156,22 @@ def save_original(path: str, generator=None, g_variables=None, discriminator=Non
 # --------------------------------------------------------------------------- image-to-image (gan-compression)
 
 
+def _img2img_local(path: str) -> str:
+    path = os.fspath(path)
+    if not path.startswith(('http://', 'https://')) and not os.path.exists(path):
+        raise FileNotFoundError(f'{path!r} does not exist; expected a gan-compression .pth state dict (e.g. '
+                                f'latest_net_G.pth), one of our model directories (with {modeldir.MODEL_FILE}), or '
+                                'an http(s) URL')
+    return resolve_path(path)
+
+
 def _img2img_state_dict(path: str) -> dict:
-    local = resolve_path(path)
-    if os.path.isdir(local):
-        raise ConversionError(f'{path!r} is a directory; expected a gan-compression .pth state dict file')
-    return img2img.state_dict_of(load_torch_file(local), path)
+    return img2img.state_dict_of(load_torch_file(_img2img_local(path)), path)
 
 
-def load_img2img_generator(path: str, netG: str, **hparams):
-    """``(generator, variables)`` from a gan-compression generator ``.pth`` (e.g. ``latest_net_G.pth``).
+def load_img2img_generator(path: str, netG: Optional[str] = None, **hparams):
+    """``(generator, variables)`` from a gan-compression generator ``.pth`` (e.g. ``latest_net_G.pth``)
+    or one of our model directories (which needs no ``netG``).
 
     ``netG``: gan-compression's ``--netG`` name (:data:`anycost_jax.convert.img2img.NETGS`); the
     widths, channels, block count and norm come from the tensors. ``hparams``: what the weights do
@@ -173,12 +180,20 @@ def load_img2img_generator(path: str, netG: str, **hparams):
     'zero'); for SPADE ``crop_size`` and ``num_upsampling_layers`` (required) and ``aspect_ratio``
     (default 1.0).
     """
+    local = _img2img_local(path)
+    if os.path.isdir(local):
+        return _load_dir(path, local, 'image-to-image generator', img2img.GENERATOR_CLASSES)
+    if netG is None:
+        raise ValueError(f'{path}: a .pth state dict needs netG= (one of {list(img2img.NETGS)})')
     return img2img.generator_from_state_dict(_img2img_state_dict(path), netG, **hparams)
 
 
 def load_img2img_discriminator(path: str, netD: str = 'n_layers'):
-    """``(discriminator, variables)`` from a gan-compression discriminator ``.pth`` (``latest_net_D.pth``);
-    ``netD``: 'n_layers' (PatchGAN) or 'multi_scale' (GauGAN's)."""
+    """``(discriminator, variables)`` from a gan-compression discriminator ``.pth`` (``latest_net_D.pth``)
+    or one of our model directories; ``netD``: 'n_layers' (PatchGAN) or 'multi_scale' (GauGAN's)."""
+    local = _img2img_local(path)
+    if os.path.isdir(local):
+        return _load_dir(path, local, 'image-to-image discriminator', img2img.DISCRIMINATOR_CLASSES)
     return img2img.discriminator_from_state_dict(_img2img_state_dict(path), netD)
 
 

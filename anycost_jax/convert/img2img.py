@@ -20,14 +20,21 @@ from typing import Optional
 import jax
 import numpy as np
 
+from anycost_jax import modeldir
 from anycost_jax.convert import table as table_lib
 from anycost_jax.convert.table import ConversionError
 from anycost_jax.elastic import img2img as rules
 from anycost_jax.models.img2img.discriminators import NLayerDiscriminator
 from anycost_jax.models.img2img.resnet import ResnetGenerator
-from anycost_jax.models.img2img.spade import MultiscaleDiscriminator, SPADEGenerator
+from anycost_jax.models.img2img.resnet import MobileResnetGenerator
+from anycost_jax.models.img2img.spade import MobileSPADEGenerator, MultiscaleDiscriminator, SPADEGenerator
 from anycost_jax.models.img2img.unet import UnetGenerator
 from anycost_jax.models.vgg import VGG19, VGG19_CONV_INDICES
+
+GENERATOR_CLASSES = (ResnetGenerator, MobileResnetGenerator, SPADEGenerator, MobileSPADEGenerator, UnetGenerator)
+DISCRIMINATOR_CLASSES = (NLayerDiscriminator, MultiscaleDiscriminator)
+for _cls in GENERATOR_CLASSES + DISCRIMINATOR_CLASSES:  # our model directories can hold them
+    modeldir.register(_cls)
 
 # netG -> (mobile, clamp_input, blocks (None: any), sub-network: widths free)
 RESNET_NETGS = {
