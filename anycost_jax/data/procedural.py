@@ -52,35 +52,42 @@ def scene(index: int, seed: int = 0) -> dict:
     return dict(background=(bg0, bg1), gradient_angle=float(u[2] * 2 * np.pi), shapes=shapes)
 
 
-def render_example(index: int, resolution: int, seed: int = 0) -> np.ndarray:
-    """Example `index` of the dataset with this `seed`, drawn at `resolution`: uint8 [H, W, 3]."""
+def pixel_grid(resolution: int):
+    """Pixel centers in unit coordinates, ``(x [1, R], y [R, 1])``; x to the right, y down."""
     if resolution < 1:
         raise ValueError(f'resolution must be positive, got {resolution}')
-    s = scene(index, seed)
-    # Pixel centers in unit coordinates; x to the right, y down.
     t = (np.arange(resolution, dtype=np.float32) + 0.5) / resolution
-    x, y = t[None, :], t[:, None]
+    return t[None, :], t[:, None]
 
+
+def shape_distance(sh: dict, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Signed distance (unit coordinates, negative inside) of each pixel to shape ``sh``."""
+    dx, dy = x - np.float32(sh['center'][0]), y - np.float32(sh['center'][1])
+    r = np.float32(sh['radius'])
+    if sh['kind'] == 'disc':
+        return np.sqrt(dx * dx + dy * dy) - r
+    if sh['kind'] == 'ring':
+        half = np.float32(sh['thickness'] / 2)
+        return np.abs(np.sqrt(dx * dx + dy * dy) - (r - half)) - half
+    # square: exact box distance in the square's own frame
+    ca, sa = np.float32(np.cos(sh['angle'])), np.float32(np.sin(sh['angle']))
+    qx, qy = np.abs(ca * dx + sa * dy) - r, np.abs(-sa * dx + ca * dy) - r
+    return np.sqrt(np.maximum(qx, 0) ** 2 + np.maximum(qy, 0) ** 2) + np.minimum(np.maximum(qx, qy), 0)
+
+
+def render_example(index: int, resolution: int, seed: int = 0, colors: np.ndarray = COLORS) -> np.ndarray:
+    """Example `index` of the dataset with this `seed`, drawn at `resolution`: uint8 [H, W, 3].
+    ``colors``: the shapes' palette (``COLORS``; the image-to-image data repaints with others)."""
+    s = scene(index, seed)
+    x, y = pixel_grid(resolution)
     a = s['gradient_angle']
     g = (x - 0.5) * np.float32(np.cos(a)) + (y - 0.5) * np.float32(np.sin(a))
     g = np.clip(g * np.float32(1 / np.sqrt(2)) + 0.5, 0, 1)[..., None]  # 0..1 across the diagonal
     c0, c1 = BACKGROUNDS[s['background'][0]], BACKGROUNDS[s['background'][1]]
     img = c0 + (c1 - c0) * g
-
     for sh in s['shapes']:
-        dx, dy = x - np.float32(sh['center'][0]), y - np.float32(sh['center'][1])
-        r = np.float32(sh['radius'])
-        if sh['kind'] == 'disc':
-            d = np.sqrt(dx * dx + dy * dy) - r
-        elif sh['kind'] == 'ring':
-            half = np.float32(sh['thickness'] / 2)
-            d = np.abs(np.sqrt(dx * dx + dy * dy) - (r - half)) - half
-        else:  # square: exact box distance in the square's own frame
-            ca, sa = np.float32(np.cos(sh['angle'])), np.float32(np.sin(sh['angle']))
-            qx, qy = np.abs(ca * dx + sa * dy) - r, np.abs(-sa * dx + ca * dy) - r
-            d = np.sqrt(np.maximum(qx, 0) ** 2 + np.maximum(qy, 0) ** 2) + np.minimum(np.maximum(qx, qy), 0)
-        cover = np.clip(0.5 - d * np.float32(resolution), 0, 1)[..., None]
-        img = img + (COLORS[sh['color']] - img) * cover
+        cover = np.clip(0.5 - shape_distance(sh, x, y) * np.float32(resolution), 0, 1)[..., None]
+        img = img + (colors[sh['color']] - img) * cover
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 

@@ -1,0 +1,90 @@
+"""The embedded image-to-image data: the shapes scenes of :mod:`.procedural` as three tasks.
+
+Every example is a pure function of (seed, index, resolution), drawn here, so the family's
+embedded default needs no download and a person (or a test) can judge an output against its
+exact ground truth:
+
+* ``labels2image`` (paired; pix2pix on Cityscapes-like data, GauGAN): the input is the scene's
+  **label map**: class 0 the background, ``1 + 4 * kind + color`` each shape (13 classes), later
+  shapes over earlier ones, a pixel belongs to a shape when its center is inside it. As an
+  image (pix2pix) the classes are painted in :data:`LABEL_COLORS`; SPADE takes them one-hot.
+  The target is the rendered scene.
+* ``edges2image`` (paired; edges2shoes-like): the input is the label map's boundaries, black
+  one-pixel lines on white; the target is the rendered scene.
+* ``recolor`` (unpaired; horse2zebra-like): domain A is the scenes in their palette, domain B
+  scenes with the palette permuted (:data:`RECOLOR`: red <-> blue, green <-> yellow).
+  ``trainA`` draws even indices and ``trainB`` odd ones, so no pair is ever seen; the ground
+  truth of A -> B for scene ``i`` is scene ``i`` repainted, which :func:`recolor_target` draws.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from anycost_jax.data.procedural import COLORS, KINDS, pixel_grid, render_example, scene, shape_distance
+
+TASKS = ('labels2image', 'edges2image', 'recolor')
+N_CLASSES = 1 + len(KINDS) * len(COLORS)
+# class -> RGB of the painted label map: gray background, then per kind a distinct hue per color
+LABEL_COLORS = np.array([(128, 128, 128)] + [
+    tuple(int(v) for v in (255 * np.array(h)).round())
+    for h in [(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0),        # discs
+              (1, .5, .5), (.5, 1, .5), (.5, .5, 1), (1, 1, .6),  # squares
+              (.5, 0, 0), (0, .5, 0), (0, 0, .5), (.5, .5, 0)]],  # rings
+    np.uint8)
+RECOLOR = np.array([2, 3, 0, 1])  # color index -> its color in domain B
+SPLITS = ('train', 'test')
+_TEST_OFFSET = 1 << 30  # test scenes: indices that training never draws
+
+
+def label_map(index: int, resolution: int, seed: int = 0) -> np.ndarray:
+    """uint8 [H, W] class indices of scene ``index`` (0 background, ``1 + 4 * kind + color``)."""
+    s = scene(index, seed)
+    x, y = pixel_grid(resolution)
+    out = np.zeros((resolution, resolution), np.uint8)
+    for sh in s['shapes']:
+        out[shape_distance(sh, x, y) <= 0] = 1 + 4 * KINDS.index(sh['kind']) + sh['color']
+    return out
+
+
+def paint_labels(labels: np.ndarray) -> np.ndarray:
+    """A label map as an RGB image (:data:`LABEL_COLORS`)."""
+    return LABEL_COLORS[labels]
+
+
+def edges(labels: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, 3]: white, black on every pixel whose right or lower neighbour has another class."""
+    e = np.zeros(labels.shape, bool)
+    e[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+    e[:-1, :] |= labels[:-1, :] != labels[1:, :]
+    return np.repeat(np.where(e, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+
+
+def recolor_target(index: int, resolution: int, seed: int = 0) -> np.ndarray:
+    """Scene ``index`` in domain B's palette: the ground truth of translating its domain-A image."""
+    return render_example(index, resolution, seed, colors=COLORS[RECOLOR])
+
+
+def scene_index(split: str, i: int) -> int:
+    if split not in SPLITS:
+        raise ValueError(f'split={split!r}; expected one of {SPLITS}')
+    return i if split == 'train' else _TEST_OFFSET + i
+
+
+def example(task: str, i: int, resolution: int, seed: int = 0, split: str = 'train') -> dict:
+    """Example ``i`` of ``task``'s ``split`` as uint8 arrays.
+
+    Paired tasks: ``{'input': [H, W, 3], 'target': [H, W, 3], 'labels': [H, W]}`` (``labels`` the
+    class map, for SPADE). ``recolor``: ``{'A': ..., 'B': ...}``, unpaired in training (A from
+    scene ``2i``, B from scene ``2i + 1``); at test, ``A`` and its ground truth ``B`` of one scene.
+    """
+    if task not in TASKS:
+        raise ValueError(f'task={task!r} is not one of {TASKS}')
+    if task == 'recolor':
+        if split == 'test':
+            k = scene_index(split, i)
+            return {'A': render_example(k, resolution, seed), 'B': recolor_target(k, resolution, seed)}
+        return {'A': render_example(2 * i, resolution, seed), 'B': recolor_target(2 * i + 1, resolution, seed)}
+    k = scene_index(split, i)
+    labels = label_map(k, resolution, seed)
+    source = paint_labels(labels) if task == 'labels2image' else edges(labels)
+    return {'input': source, 'target': render_example(k, resolution, seed), 'labels': labels}

@@ -1,0 +1,85 @@
+"""The embedded image-to-image data: deterministic, and each input agrees with its target."""
+import numpy as np
+import pytest
+
+from anycost_jax.data import procedural
+from anycost_jax.data import procedural_img2img as p2p
+
+
+def _erode(mask):
+    """``mask`` without its boundary pixels (4-neighbourhood): away from antialiased edges."""
+    out = mask.copy()
+    out[1:] &= mask[:-1]
+    out[:-1] &= mask[1:]
+    out[:, 1:] &= mask[:, :-1]
+    out[:, :-1] &= mask[:, 1:]
+    return out
+
+
+def test_examples_are_pure_functions_of_seed_index_and_size():
+    for task in p2p.TASKS:
+        a, b = p2p.example(task, 5, 32), p2p.example(task, 5, 32)
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+        other = p2p.example(task, 5, 32, seed=1)
+        assert any(not np.array_equal(a[k], other[k]) for k in a)
+
+
+def test_label_map_names_the_color_of_each_shape_interior():
+    for i in range(20):
+        labels, image = p2p.label_map(i, 64), procedural.render_example(i, 64)
+        assert labels.max() < p2p.N_CLASSES
+        shapes = labels > 0
+        # away from edges (where antialiasing mixes colors) every shape pixel has its class's color
+        inner = _erode(shapes & (p2p.edges(labels)[..., 0] == 255))
+        colors = procedural.COLORS[(labels[inner].astype(int) - 1) % 4]
+        assert np.abs(image[inner].astype(float) - colors).max() <= 1
+        # and the background keeps the gradient's tones, never a shape color
+        bg = _erode(~shapes)
+        for c in procedural.COLORS:
+            assert not np.any(np.all(np.abs(image[bg].astype(float) - c) < 1, axis=-1))
+
+
+def test_classes_follow_kind_and_color():
+    s = procedural.scene(3)
+    labels = p2p.label_map(3, 128)
+    top = s['shapes'][-1]  # the last shape is painted over the others: its center has its class
+    cx, cy = (int(v * 128) for v in top['center'])
+    want = 1 + 4 * procedural.KINDS.index(top['kind']) + top['color']
+    if top['kind'] != 'ring':  # a ring's center shows what is beneath
+        assert labels[cy, cx] == want
+    assert want in labels
+
+
+def test_edges_lie_on_class_boundaries():
+    labels = p2p.label_map(7, 64)
+    e = p2p.edges(labels)[..., 0] == 0
+    assert e.any()
+    ys, xs = np.nonzero(e)
+    for y, x in zip(ys, xs):
+        nb = [labels[y, min(x + 1, 63)], labels[min(y + 1, 63), x]]
+        assert any(n != labels[y, x] for n in nb)
+
+
+def test_recolor_ground_truth_permutes_the_palette_only():
+    i = 4
+    a, b = procedural.render_example(i, 64), p2p.recolor_target(i, 64)
+    labels = p2p.label_map(i, 64)
+    bg = _erode(labels == 0)
+    np.testing.assert_array_equal(a[bg], b[bg])  # the background is untouched
+    inner = _erode((labels > 0) & (p2p.edges(labels)[..., 0] == 255))
+    colors_b = procedural.COLORS[p2p.RECOLOR[(labels[inner].astype(int) - 1) % 4]]
+    assert np.abs(b[inner].astype(float) - colors_b).max() <= 1
+
+
+def test_unpaired_training_never_shows_a_pair_and_test_scenes_are_held_out():
+    train = [p2p.example('recolor', i, 16) for i in range(4)]
+    for ex in train:  # B is another scene: not A repainted
+        assert not any(np.array_equal(p2p.recolor_target(2 * i, 16), ex['B']) for i in range(4))
+    test = p2p.example('recolor', 0, 16, split='test')
+    np.testing.assert_array_equal(test['B'], p2p.recolor_target(p2p.scene_index('test', 0), 16))
+    assert p2p.scene_index('test', 0) > 10 ** 8
+    with pytest.raises(ValueError, match="split='val'"):
+        p2p.example('labels2image', 0, 16, split='val')
+    with pytest.raises(ValueError, match="task='depth'"):
+        p2p.example('depth', 0, 16)
