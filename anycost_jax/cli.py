@@ -92,3 +92,25 @@ def guard(main: Callable, outputs: Sequence[str] = ()) -> Callable:
 def run(main: Callable, outputs: Sequence[str] = ()) -> None:
     """``app.run(main)`` for a launcher (see the module docstring); ``outputs``: as :func:`guard`."""
     app.run(guard(main, outputs), flags_parser=parse_flags)
+
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.webp', '.bmp')
+
+
+def image_files(entries: Sequence[str], flag: str) -> list[str]:
+    """The image files of ``entries`` (files, or folders read non-recursively and sorted), for the
+    launcher flag ``flag`` that named them (errors say which)."""
+    files = []
+    for entry in entries:
+        if os.path.isdir(entry):
+            found = sorted(os.path.join(entry, f) for f in os.listdir(entry) if f.lower().endswith(IMAGE_EXTENSIONS))
+            if not found:
+                raise FileNotFoundError(f'{flag}: folder {entry!r} has no {"/".join(IMAGE_EXTENSIONS)} images')
+            files += found
+        elif os.path.isfile(entry):
+            files.append(entry)
+        else:
+            raise FileNotFoundError(f'{flag}: {entry!r} is neither a file nor a folder')
+    if not files:
+        raise UserError(f'{flag}: no input files given')
+    return files

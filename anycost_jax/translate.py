@@ -7,9 +7,7 @@ last; without instance maps it is left at zero, and :func:`read_label_map` says 
 """
 from __future__ import annotations
 
-import os
-import time
-from typing import Optional, Sequence
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -19,27 +17,6 @@ from PIL import Image
 from anycost_jax import macs
 from anycost_jax.models.img2img.spade import SPADEGenerator
 from anycost_jax.models.img2img.unet import UnetGenerator
-
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.webp')
-
-
-def list_inputs(inputs: Sequence[str]) -> list[str]:
-    """Image files of ``inputs`` (files, or folders read non-recursively), sorted per folder."""
-    out = []
-    for item in inputs:
-        if os.path.isdir(item):
-            found = sorted(os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(IMAGE_SUFFIXES))
-            if not found:
-                raise ValueError(f'--input: folder {item!r} holds no {"/".join(IMAGE_SUFFIXES)} files')
-            out += found
-        elif os.path.isfile(item):
-            out.append(item)
-        else:
-            raise FileNotFoundError(f'--input: {item!r} does not exist; pass image files or folders of them')
-    if not out:
-        raise ValueError('--input: no input files given')
-    return out
-
 
 def input_size(gen, size: Optional[int]) -> tuple[int, int]:
     """(height, width) the generator gets: SPADE's is fixed by its options; others take ``size``
@@ -98,17 +75,6 @@ def translator(gen, variables, config=None):
         y = gen.apply(variables, x, config=config) if config is not None else gen.apply(variables, x)
         return jnp.clip(jnp.round((y + 1) * 127.5), 0, 255).astype(jnp.uint8)
     return run
-
-
-def latency_ms(fn, x, repeats: int = 5) -> float:
-    """Median milliseconds per call after a warm-up (compilation) call."""
-    jax.block_until_ready(fn(x))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(x))
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
 
 
 def generator_macs(gen, x_shape, config=None, convention: str = 'torchprofile-0.0.1') -> int:

@@ -21,7 +21,6 @@ from absl import app, flags
 from anycost_jax import cli, convert, render
 from anycost_jax.editing import projection
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.webp', '.bmp')
 
 flags.DEFINE_string('generator', None, f'The generator: {cli.GENERATOR_SOURCES}.', required=True)
 flags.DEFINE_list('images', None, 'Image files and/or folders of images.', required=True)
@@ -42,18 +41,7 @@ FLAGS = flags.FLAGS
 
 
 def list_images(entries) -> list[str]:
-    files = []
-    for entry in entries:
-        if os.path.isdir(entry):
-            found = sorted(os.path.join(entry, f) for f in os.listdir(entry) if f.lower().endswith(IMAGE_EXTENSIONS))
-            if not found:
-                raise FileNotFoundError(f'folder {entry!r} has no {"/".join(IMAGE_EXTENSIONS)} images')
-            files += found
-        elif os.path.isfile(entry):
-            files.append(entry)
-        else:
-            raise FileNotFoundError(f'--images: {entry!r} is neither a file nor a folder')
-    return files
+    return cli.image_files(entries, '--images')
 
 
 def load_encoder(path):

@@ -16,13 +16,13 @@ import os
 import numpy as np
 from absl import flags
 
-from anycost_jax import cli, convert, translate
+from anycost_jax import cli, convert, render, translate
 from anycost_jax.convert import img2img as img2img_convert
 from anycost_jax.models.img2img.spade import SPADEGenerator
 
 flags.DEFINE_string('generator', None, 'A gan-compression generator .pth, our model directory, or an http(s) URL.')
 flags.DEFINE_string('netG', None, f'For a .pth: its architecture, one of {list(img2img_convert.NETGS)}.')
-flags.DEFINE_string('config', None, 'A sub-network of a supernet, e.g. 16_16_32_16_32_32_16_16 (default: the full one).')
+flags.DEFINE_string('config', None, 'A sub-network of a supernet, e.g. 16_16_32_16_32_32_16_16 (default: full).')
 flags.DEFINE_list('input', None, 'Image files or folders of them (for SPADE: label maps of class indices).')
 flags.DEFINE_string('outdir', 'translated', 'Where the outputs go (one PNG per input, the same name).')
 flags.DEFINE_integer('size', None, 'Resize inputs to SIZE x SIZE first (ResNet / U-Net; default: as they are).')
@@ -49,7 +49,7 @@ def main(argv):
         raise cli.UserError('--generator and --input are required')
     if FLAGS.batch_size < 1:
         raise cli.UserError(f'--batch_size={FLAGS.batch_size} must be at least 1')
-    paths = translate.list_inputs(FLAGS.input)
+    paths = cli.image_files(FLAGS.input, '--input')
     names = [os.path.splitext(os.path.basename(p))[0] for p in paths]
     if len(set(names)) < len(names):
         raise cli.UserError(f'--input: two inputs share the name {next(n for n in names if names.count(n) > 1)!r}; '
@@ -66,7 +66,7 @@ def main(argv):
     run = translate.translator(gen, variables, FLAGS.config)
     x0 = np.stack(inputs[:FLAGS.batch_size])
     n_macs = translate.generator_macs(gen, x0.shape, FLAGS.config)
-    ms = translate.latency_ms(run, x0)
+    ms = render.latency_ms(run, x0)
     os.makedirs(FLAGS.outdir, exist_ok=True)
     for i in range(0, len(inputs), FLAGS.batch_size):
         out = np.asarray(run(np.stack(inputs[i:i + FLAGS.batch_size])))

@@ -438,7 +438,8 @@ def test_checkpoint_of_another_architecture_is_refused_with_the_fix():
         convert.load_img2img_generator(_pth('resnet_bn'), netG='resnet_9blocks')
     with pytest.raises(convert.ConversionError, match="netG='unet_512' is not supported"):
         convert.load_img2img_generator(_pth('mobile'), netG='unet_512')
-    with pytest.raises(convert.ConversionError, match="netG='unet_256' has 8 levels, the state dict 7; pass netG='unet_128'"):
+    with pytest.raises(convert.ConversionError,
+                       match="netG='unet_256' has 8 levels, the state dict 7; pass netG='unet_128'"):
         convert.load_img2img_generator(_pth('unet'), netG='unet_256')
     with pytest.raises(ValueError, match='not a multiple of 128'):
         _load('unet')[0].apply(_load('unet')[1], jnp.zeros((1, 64, 64, 3)))

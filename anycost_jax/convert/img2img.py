@@ -112,8 +112,8 @@ def resnet_table(gen: ResnetGenerator) -> list:
 
 def _spectral_conv(tk: str, ours: tuple, bias: bool) -> list:
     """torch's spectral_norm: ``weight_orig`` (the unnormalized kernel) and the power-iteration vectors."""
-    out = [(f'{tk}.weight_orig', ('params', *ours, 'kernel'), 'conv'), (f'{tk}.weight_u', ('spectral', *ours, 'u'), 'same'),
-           (f'{tk}.weight_v', ('spectral', *ours, 'v'), 'same')]
+    out = [(f'{tk}.weight_orig', ('params', *ours, 'kernel'), 'conv'),
+           (f'{tk}.weight_u', ('spectral', *ours, 'u'), 'same'), (f'{tk}.weight_v', ('spectral', *ours, 'v'), 'same')]
     return out + ([(f'{tk}.bias', ('params', *ours, 'bias'), 'same')] if bias else [])
 
 

@@ -44,6 +44,22 @@ def masks_from_widths(widths, full: Sequence[int]) -> list[jnp.ndarray]:
     return [(jnp.arange(f) < widths[..., l, None]).astype(jnp.float32) for l, f in enumerate(full)]
 
 
+def live_widths(config, widths, full: Sequence[int], resolve, layout: str):
+    """``(static per-layer widths, masks)`` of a call that takes at most one of ``config`` (static,
+    resolved by ``resolve(config)``: sliced) and ``widths`` (a traced int array ``[..., L]``:
+    masks); neither: the full widths and no masks."""
+    if config is not None and widths is not None:
+        raise ValueError('pass config (static, sliced) or widths (traced, masked), not both')
+    if config is not None:
+        return list(resolve(config)), [None] * len(full)
+    if widths is not None:
+        widths = jnp.asarray(widths)
+        if widths.shape[-1] != len(full):
+            raise ValueError(f'widths has shape {widths.shape}; expected [..., {len(full)}] ({layout})')
+        return list(full), masks_from_widths(widths, full)
+    return list(full), [None] * len(full)
+
+
 # --------------------------------------------------------------------------- config strings
 
 

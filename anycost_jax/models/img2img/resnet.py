@@ -129,17 +129,8 @@ class ResnetGenerator(nn.Module):
         if x.shape[1] % 4 or x.shape[2] % 4:
             raise ValueError(f'image size {x.shape[1]}x{x.shape[2]} is not a multiple of 4: the two stride-2 '
                              'downsamplings and upsamplings would not give the input size back')
-        if config is not None and widths is not None:
-            raise ValueError('pass config (static, sliced) or widths (traced, masked), not both')
-        live, masks = list(full), [None] * len(full)
-        if config is not None:
-            live = list(rules.resolve_resnet_config(config, full))
-        elif widths is not None:
-            widths = jnp.asarray(widths)
-            if widths.shape[-1] != len(full):
-                raise ValueError(f'widths has shape {widths.shape}; expected [..., {len(full)}] '
-                                 f'({rules.resnet_layout(self.n_blocks)})')
-            masks = elastic_core.masks_from_widths(widths, full)
+        live, masks = elastic_core.live_widths(config, widths, full, lambda c: rules.resolve_resnet_config(c, full),
+                                               rules.resnet_layout(self.n_blocks))
         n = self.n_blocks
         use_bias = self.norm == 'instance'
 

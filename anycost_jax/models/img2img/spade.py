@@ -199,19 +199,11 @@ class SPADEGenerator(nn.Module):
                  train: bool = False, bn_momentum: Optional[float] = None) -> Array:
         self._check(seg)
         full = self.full_widths
-        if config is not None and widths is not None:
-            raise ValueError('pass config (static, sliced) or widths (traced, masked), not both')
         if self.spectral and (config is not None or widths is not None or self.widths is not None):
             raise ValueError('a spectral-normalized SPADE generator runs at full width only (spectral=True)')
-        live, masks = list(full), [None] * len(full)
-        if config is not None:
-            live = list(rules.resolve_spade_config(config, full, self.num_upsampling_layers))
-        elif widths is not None:
-            widths = jnp.asarray(widths)
-            if widths.shape[-1] != len(full):
-                raise ValueError(f'widths has shape {widths.shape}; expected [..., {len(full)}] '
-                                 f'({rules.spade_layout(self.num_upsampling_layers)})')
-            masks = elastic_core.masks_from_widths(widths, full)
+        n_up = self.num_upsampling_layers
+        live, masks = elastic_core.live_widths(
+            config, widths, full, lambda c: rules.resolve_spade_config(c, full, n_up), rules.spade_layout(n_up))
         # Full-network widths (``ngf``) fix the structure (learned shortcuts) and the batch norms' widths;
         # ``full`` (this network's widths, smaller in a sub-network) the conv shapes.
         block_out = rules.spade_block_out(self.ngf, self.num_upsampling_layers)
