@@ -77,6 +77,18 @@ def gather_rows(local: np.ndarray, n_local: int) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(local)).reshape(-1, *local.shape[1:])
 
 
+def varying(tree):
+    """``tree`` (replicated values inside a per-device body) marked as varying over :data:`AXIS`.
+
+    Differentiate with respect to this, not the replicated input itself: inside ``shard_map``
+    the gradient of a per-device loss with respect to a replicated input is already summed over
+    the devices (the transpose of the implicit broadcast), so a ``pmean`` after it would give
+    the device count times the mean gradient. With respect to the varying copy each device gets
+    its own gradient, and ``pmean`` averages them: pmap's semantics.
+    """
+    return jax.tree.map(lambda a: jax.lax.pcast(a, AXIS, to='varying'), tree)
+
+
 def per_device_program(body, mesh, in_specs, out_specs, **jit_kwargs):
     """``jit(shard_map(body))``; on a multi-device CPU mesh each call waits for its results
     (:func:`anycost_jax.xla_cpu.needs_blocking_dispatch`)."""

@@ -205,7 +205,7 @@ class Steps:
             n = self.cfg.n_sampled_res
             return total, {'d_loss': total, 'd_real_acc': real_acc / n, 'd_fake_acc': fake_acc / n}
 
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.d_params)
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(sharding.varying(state.d_params))
         grads = jax.lax.pmean(grads, AXIS)
         updates, d_opt = self.d_tx.update(grads, state.d_opt_state, state.d_params)
         state = state.replace(d_params=optax.apply_updates(state.d_params, updates), d_opt_state=d_opt)
@@ -225,7 +225,7 @@ class Steps:
                     lambda v: self._d(dp, v, arch), reals[i]), d_params)
             return self.cfg.r1_gamma / 2 * r1 * self.cfg.d_reg_every, r1
 
-        grads, r1 = jax.grad(loss_fn, has_aux=True)(state.d_params)
+        grads, r1 = jax.grad(loss_fn, has_aux=True)(sharding.varying(state.d_params))
         grads = jax.lax.pmean(grads, AXIS)
         updates, d_opt = self.d_tx.update(grads, state.d_opt_state, state.d_params)
         state = state.replace(d_params=optax.apply_updates(state.d_params, updates), d_opt_state=d_opt)
@@ -270,7 +270,7 @@ class Steps:
                 metrics['distill_loss'] = d_loss
             return total, metrics
 
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.g_params)
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(sharding.varying(state.g_params))
         # The iteration's one EMA update comes after path length regularization where that runs.
         state = self._apply_g(state, grads, update_ema=jnp.logical_not(self.cfg.pl_due(state.step)))
         state = state.replace(step=state.step + 1)  # the G step closes an iteration
@@ -291,7 +291,7 @@ class Steps:
                                                                 self.cfg.pl_decay)
             return self.cfg.pl_weight * self.cfg.g_reg_every * pen, (pen, new_mean, lengths.mean())
 
-        grads, (pen, new_mean, length) = jax.grad(loss_fn, has_aux=True)(state.g_params)
+        grads, (pen, new_mean, length) = jax.grad(loss_fn, has_aux=True)(sharding.varying(state.g_params))
         state = self._apply_g(state, grads)
         state = state.replace(mean_path_length=jax.lax.pmean(new_mean, AXIS))
         return state, jax.lax.pmean({'path_loss': pen, 'path_length': length}, AXIS)

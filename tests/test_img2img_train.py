@@ -1,0 +1,117 @@
+"""The pix2pix iteration against gan-compression's Pix2PixModel.optimize_parameters (two iterations from
+the same weights and batches: tests/fixtures/make_img2img_fixture.py), and its data parallelism."""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from anycost_jax import convert, sharding
+from anycost_jax.convert import img2img as img2img_convert
+from anycost_jax.convert import table as table_lib
+from anycost_jax.train import img2img_steps as steps_lib
+
+FIX = os.path.join(os.path.dirname(__file__), 'fixtures')
+LR = 2e-4  # the fixture's
+
+
+@pytest.fixture(scope='module')
+def expected():
+    return dict(np.load(os.path.join(FIX, 'img2img_expected.npz')))
+
+
+def _models():
+    gen, g_vars = convert.load_img2img_generator(os.path.join(FIX, 'img2img_p2p_G.pth'), netG='resnet_9blocks')
+    disc, d_vars = convert.load_img2img_discriminator(os.path.join(FIX, 'img2img_p2p_D.pth'))
+    return gen, g_vars, disc, d_vars
+
+
+def _batch(expected, it):
+    return {k: np.ascontiguousarray(expected[f'p2p_{k}_{it}'].transpose(0, 2, 3, 1)) for k in ('A', 'B')}
+
+
+def _train(expected, devices: int, iterations: int = 2):
+    gen, g_vars, disc, d_vars = _models()
+    mesh = sharding.data_mesh(devices)
+    steps = steps_lib.Pix2PixSteps(mesh, gen, disc, steps_lib.Pix2PixConfig(gan_mode='hinge'),
+                                   steps_lib.adam(LR), steps_lib.adam(LR))
+    state = steps.replicate(steps_lib.create_state(jax.random.key(0), g_vars, d_vars, steps.g_tx, steps.d_tx))
+    program, metrics = steps.program(), []
+    for it in range(iterations):
+        state, m = program(state, steps.shard_batch(_batch(expected, it)))
+        metrics.append(jax.device_get(m))
+    return gen, disc, state, metrics, steps
+
+
+@pytest.mark.slow
+def test_two_iterations_match_the_original(expected):
+    """Losses of both iterations (the second depends on the first's updates), every parameter's update,
+    and the batch-norm statistics (G: one update per iteration; D: three, every D call is in train mode)."""
+    gen, disc, state, metrics, steps = _train(expected, devices=1)
+    for it, m in enumerate(metrics):
+        for name in ('D_fake', 'D_real', 'G_gan', 'G_recon'):
+            np.testing.assert_allclose(m[name], expected[f'p2p_loss_{it}.{name}'], rtol=2e-4, err_msg=(it, name))
+    _, g0, _, d0 = _models()
+    for module, before, params, stats, tag in ((gen, g0, state.g_params, state.g_stats, 'G'),
+                                               (disc, d0, state.d_params, state.d_stats, 'D')):
+        table = img2img_convert._table_of(module)
+        after = table_lib.to_state_dict(sharding.local_copy({'params': params, **stats}), table)
+        start = table_lib.to_state_dict(before, table)
+        for tk, path, _ in table:
+            theirs, ours = expected[f'p2p_after_{tag}.{tk}'], after[tk]
+            if path[0] == 'params':  # compare the updates: two Adam steps of about lr each
+                d_theirs, d_ours = theirs - start[tk], ours - start[tk]
+                assert np.abs(d_ours - d_theirs).max() <= 1e-2 * np.abs(d_theirs).max(), (tag, tk)
+            else:
+                np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6, err_msg=(tag, tk))
+    assert steps.traces == 1
+
+
+@pytest.mark.slow
+def test_two_devices_train_as_one():
+    """Per-device halves of the batch with gradients pmean-ed: with instance norms nothing couples the
+    samples, so two devices give one device's result on the whole batch, and their replicas agree.
+    (SGD here: Adam's first steps are about lr * sign(gradient), and the gradients of the conv biases
+    before instance norms are rounding noise of either sign.)"""
+    from anycost_jax.models.img2img import MobileResnetGenerator, NLayerDiscriminator
+    from anycost_jax.train.loop import check_replicas_agree
+    gen, disc = MobileResnetGenerator(ngf=2, n_blocks=3), NLayerDiscriminator(6, 4, 2, 'instance')
+    rng = np.random.default_rng(0)
+    batches = [{k: rng.uniform(-1, 1, (4, 16, 16, 3)).astype(np.float32) for k in 'AB'} for _ in range(2)]
+    g_vars = gen.init(jax.random.key(1), batches[0]['A'])
+    d_vars = disc.init(jax.random.key(2), np.zeros((1, 16, 16, 6), np.float32))
+    results = []
+    for devices in (1, 2):
+        steps = steps_lib.Pix2PixSteps(sharding.data_mesh(devices), gen, disc, steps_lib.Pix2PixConfig(),
+                                       optax.sgd(0.1), optax.sgd(0.1))
+        state = steps.replicate(steps_lib.create_state(jax.random.key(0), g_vars, d_vars, steps.g_tx, steps.d_tx))
+        program, losses = steps.program(), []
+        for batch in batches:
+            state, m = program(state, steps.shard_batch(batch))
+            losses.append(jax.device_get(m))
+        assert 'identical on all' in check_replicas_agree((state.g_params, state.d_params))
+        results.append((sharding.local_copy((state.g_params, state.d_params)), losses))
+    (p1, l1), (p2, l2) = results
+    for a, b in zip(l1, l2):
+        for k in a:
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-5, err_msg=k)
+    start = jax.tree.leaves((g_vars['params'], d_vars['params']))
+    scale = max(np.abs(x1 - x0).max() for x0, x1 in zip(start, jax.tree.leaves(p1)))
+    for x0, x1, x2 in zip(start, jax.tree.leaves(p1), jax.tree.leaves(p2)):
+        assert np.abs(x2 - x1).max() <= 1e-4 * scale
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="gan_mode='wgan'"):
+        steps_lib.Pix2PixConfig(gan_mode='wgan')
+    with pytest.raises(ValueError, match="recon='l3'"):
+        steps_lib.Pix2PixConfig(recon='l3')
+
+
+def test_linear_decay_is_the_originals():
+    s = steps_lib.linear_decay(2e-4, steps_per_epoch=10, n_epochs=2, n_epochs_decay=3)
+    # epochs 0, 1: lr; then lr * (1 - k / 4) for the k-th decay epoch
+    got = [float(s(jnp.asarray(e * 10))) for e in range(5)]
+    np.testing.assert_allclose(got, [2e-4, 2e-4, 1.5e-4, 1e-4, 0.5e-4], rtol=1e-6)
