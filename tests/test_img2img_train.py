@@ -115,3 +115,57 @@ def test_linear_decay_is_the_originals():
     # epochs 0, 1: lr; then lr * (1 - k / 4) for the k-th decay epoch
     got = [float(s(jnp.asarray(e * 10))) for e in range(5)]
     np.testing.assert_allclose(got, [2e-4, 2e-4, 1.5e-4, 1e-4, 0.5e-4], rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- the family on the shared trainer
+
+
+def _tiny_config(**kw):
+    from anycost_jax.train import img2img
+    c = img2img.base_config()
+    c.resolution, c.netG, c.ngf, c.n_blocks, c.ndf, c.n_layers_D = 16, 'mobile_resnet', 4, 2, 4, 1
+    c.batch_size, c.train_examples, c.num_steps = 8, 24, 4  # the test session has 8 devices
+    c.log_every, c.sample_every, c.checkpoint_every, c.n_samples = 2, 4, 2, 2
+    c.update(kw)
+    return c
+
+
+def test_paired_stream_is_a_pure_function_of_the_step():
+    from anycost_jax.train import img2img
+    c = _tiny_config()
+    a, b = img2img.PairedStream(c, 0), img2img.PairedStream(c, 2)
+    first, later = [next(a) for _ in range(4)], next(b)
+    for k in 'AB':
+        np.testing.assert_array_equal(first[2][k], later[k])  # a resumed stream continues exactly
+    # one epoch (3 batches of 8 from 24 scenes) shows every scene once
+    seen = {img2img.PairedStream(c, 0).batch_at(s)['B'][i].tobytes() for s in range(3) for i in range(8)}
+    assert len(seen) == 24
+    assert first[0]['A'].shape == (8, 16, 16, 3) and first[0]['A'].min() >= -1 and first[0]['A'].max() <= 1
+
+
+@pytest.mark.slow
+def test_trainer_runs_pix2pix_resumes_exactly_and_exports(tmp_path):
+    from anycost_jax.train import trainer
+    straight = trainer.train_and_evaluate(_tiny_config(), str(tmp_path / 'a'))
+    trainer.train_and_evaluate(_tiny_config(num_steps=2), str(tmp_path / 'b'))
+    resumed = trainer.train_and_evaluate(_tiny_config(), str(tmp_path / 'b'))  # steps 2 -> 4 from the checkpoint
+    assert int(resumed.step) == int(straight.step) == 4
+    for x, y in zip(jax.tree.leaves(sharding.local_copy((straight.g_params, straight.d_params))),
+                    jax.tree.leaves(sharding.local_copy((resumed.g_params, resumed.d_params)))):
+        np.testing.assert_array_equal(x, y)
+    grid = os.path.join(tmp_path, 'a', 'samples')
+    assert os.listdir(grid)  # input | output | target rows
+    gen, g_vars = convert.load_img2img_generator(os.path.join(tmp_path, 'a', 'generator'))
+    assert gen.mobile and gen.ngf == 4
+    with pytest.raises(ValueError, match='batch_size'):
+        trainer.train_and_evaluate(_tiny_config(batch_size=16), str(tmp_path / 'a'))  # another run shape
+
+
+def test_family_config_errors(tmp_path):
+    from anycost_jax.train import trainer
+    with pytest.raises(ValueError, match="netG='vit'"):
+        trainer.train_and_evaluate(_tiny_config(netG='vit'), str(tmp_path))
+    with pytest.raises(ValueError, match='recolor is unpaired'):
+        trainer.train_and_evaluate(_tiny_config(dataset='shapes_img2img/recolor'), str(tmp_path))
+    with pytest.raises(ValueError, match='trains on shapes_img2img/'):
+        trainer.train_and_evaluate(_tiny_config(dataset='cityscapes'), str(tmp_path))
