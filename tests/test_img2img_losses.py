@@ -122,18 +122,19 @@ def test_feature_matching_skips_the_logits_and_averages_scales():
 
 
 def test_image_pool_fills_then_swaps_half_the_time():
+    query = jax.jit(losses.pool_query)  # one compilation for the 200 queries
     pool = losses.pool_init(4, (2, 2, 1))
     batch = lambda v: jnp.full((2, 2, 2, 1), v, jnp.float32).at[1].add(0.5)
-    out, pool = losses.pool_query(pool, batch(1.), jax.random.key(0))
+    out, pool = query(pool, batch(1.), jax.random.key(0))
     np.testing.assert_array_equal(out, batch(1.))  # filling: the new images come back
-    out, pool = losses.pool_query(pool, batch(2.), jax.random.key(1))
+    out, pool = query(pool, batch(2.), jax.random.key(1))
     np.testing.assert_array_equal(out, batch(2.))
     assert int(pool['count']) == 4
     stored = set(np.asarray(pool['images'])[:, 0, 0, 0].tolist())
     assert stored == {1., 1.5, 2., 2.5}
     swaps, n = 0, 400
     for i in range(n // 2):
-        out, pool = losses.pool_query(pool, batch(10. + i), jax.random.key(10 + i))
+        out, pool = query(pool, batch(10. + i), jax.random.key(10 + i))
         values = np.asarray(out)[:, 0, 0, 0]
         swaps += int(values[0] != 10. + i) + int(values[1] != 10.5 + i)
     assert 0.4 < swaps / n < 0.6  # a stored image comes back with probability 1/2
