@@ -38,6 +38,32 @@ Array = jax.Array
 PARAM_FREE_NORMS = ('batch', 'instance')
 
 
+
+def instance_edges(instance: Array) -> Array:
+    """GauGAN's instance-boundary map: 1 where a pixel's instance id differs from its left, right,
+    upper or lower neighbour's. ``instance``: int [N, H, W] -> float32 [N, H, W, 1]."""
+    dx = instance[:, :, 1:] != instance[:, :, :-1]  # [N, H, W - 1]: column j differs from column j + 1
+    dy = instance[:, 1:, :] != instance[:, :-1, :]
+
+    def pad(d, axis, before):
+        widths = [(0, 0)] * 3
+        widths[axis] = (1, 0) if before else (0, 1)
+        return jnp.pad(d, widths)
+    edge = pad(dx, 2, True) | pad(dx, 2, False) | pad(dy, 1, True) | pad(dy, 1, False)
+    return edge.astype(jnp.float32)[..., None]
+
+
+def semantic_input(label: Array, n_classes: int, instance: Optional[Array] = None) -> Array:
+    """The generator's input from a label map, as the original's ``preprocess_input``: one-hot classes
+    (``n_classes``: ``input_nc``, + 1 when a don't-care label is among them) then, given instance ids,
+    their edges: int [N, H, W] -> float32 [N, H, W, n_classes (+ 1)]. A label outside
+    ``[0, n_classes)`` gets an all-zero row (the original's scatter would fail on it)."""
+    x = jax.nn.one_hot(label, n_classes, dtype=jnp.float32)
+    if instance is None:
+        return x
+    return jnp.concatenate([x, instance_edges(instance)], axis=-1)
+
+
 class SPADE(nn.Module):
     """``norm_nc``: the (declared) width of the normalized input and of gamma / beta; ``stats_nc``: the
     batch norm's width, which stays the full network's in a sub-network (as the original's)."""
