@@ -1,34 +1,58 @@
-r"""The image-to-image family's embedded default: pix2pix on the procedural shapes, on one 2-core CPU.
+r"""The image-to-image family's embedded default: the procedural shapes, on one 2-core CPU.
 
-Reproduces pix2pix training (Isola et al. 2017, as gan-compression runs it: hinge GAN loss,
-L1 x 100, Adam 2e-4 with betas (0.5, 0.999), a conditional 3-layer PatchGAN) on
-``shapes_img2img``, data the package draws itself (no download): label maps of colored discs,
-squares and rings -> the rendered scene (``get_config('labels2image')``, the default), or their
-outlines -> the scene (``get_config('edges2image')``). A small MobileNet-ResNet generator
-(ngf 16, 9 blocks) at 32 px.
+Data the package draws itself (no download): scenes of colored discs, squares and rings on a
+gradient background (:mod:`anycost_jax.data.procedural_img2img`). ``get_config(arg)``:
 
-Expected result: ``WORKDIR/samples/<step>.png`` shows rows of input | output | target on
-held-out scenes; the output's shapes take their label's color and the background its gradient.
-The exact time and quality on this machine are not measured yet (the family's first config).
+* ``labels2image`` (the default): pix2pix (Isola et al. 2017, as gan-compression trains it: hinge
+  GAN loss, L1 x 100, Adam 2e-4 with betas (0.5, 0.999), a conditional PatchGAN), label maps
+  painted in class colors -> the rendered scene, with a MobileNet-ResNet generator (ngf 16, 9
+  blocks) at 32 px;
+* ``edges2image``: the same on the shapes' outlines -> the scene;
+* ``recolor``: CycleGAN (Zhu et al. 2017: LSGAN, cycle x 10, identity x 0.5, pools of 50) between
+  two palettes of the same kind of scene, never paired; two ResNet generators (ngf 8, 6 blocks);
+* ``gaugan``: GauGAN (Park et al. 2019: hinge + feature matching x 10, TTUR) from one-hot label
+  maps (13 classes) -> the scene with a SPADE generator (ngf 4, 'normal' upsampling), no VGG loss
+  (lambda_vgg 0: VGG19 weights are not shipped; set ``--config.vgg19=<vgg19.pth>
+  --config.lambda_vgg=10`` to add it).
+
+Expected result: ``WORKDIR/samples/<step>.png`` shows one held-out scene per row: input | output |
+target (pix2pix), A | A->B | B | B->A (CycleGAN), labels | output | target (GauGAN); shapes take
+their label's (or the other palette's) color and the background its gradient. Times on this
+machine: see README.md ("Image-to-image models").
 
     python launch/train.py --config=configs/shapes_img2img.py --workdir=runs/shapes_pix2pix
     python launch/train.py --config=configs/shapes_img2img.py:edges2image --workdir=runs/shapes_edges
+    python launch/train.py --config=configs/shapes_img2img.py:recolor --workdir=runs/shapes_cyclegan
+    python launch/train.py --config=configs/shapes_img2img.py:gaugan --workdir=runs/shapes_gaugan
 """
+from anycost_jax.data import procedural_img2img
 from anycost_jax.train import img2img
+
+ARGS = ('labels2image', 'edges2image', 'recolor', 'gaugan')
 
 
 def get_config(arg: str = ''):
-    task = arg or 'labels2image'
-    c = img2img.base_config()
-    c.name = f'shapes_{task}'
-    c.dataset = img2img.DATASET_PREFIX + task
-    c.resolution = 32
-    c.netG, c.ngf, c.n_blocks = 'mobile_resnet', 16, 9
-    c.ndf, c.n_layers_D = 16, 2
-    c.batch_size = 8
+    arg = arg or 'labels2image'
+    if arg not in ARGS:
+        raise ValueError(f'configs/shapes_img2img.py:{arg}: expected one of {ARGS}')
+    method = {'recolor': 'cycle_gan', 'gaugan': 'gaugan'}.get(arg, 'pix2pix')
+    c = img2img.base_config(method)
+    c.name = f'shapes_{arg}'
+    c.dataset = img2img.PROCEDURAL + ('labels2image' if arg == 'gaugan' else arg)
+    c.test_split = 'test'
+    c.resolution, c.aspect_ratio = 32, 1.
     c.train_examples = 2000
-    c.n_epochs, c.n_epochs_decay = 4, 4        # 250 steps per epoch
-    c.num_steps = 2000
+    c.n_epochs, c.n_epochs_decay = 4, 4
     c.log_every, c.sample_every, c.checkpoint_every = 100, 500, 500
     c.n_samples = 6
+    if method == 'pix2pix':
+        c.netG, c.ngf, c.n_blocks, c.ndf, c.n_layers_D = 'mobile_resnet', 16, 9, 16, 2
+        c.batch_size, c.num_steps = 8, 2000                   # 250 steps per epoch
+    elif method == 'cycle_gan':
+        c.netG, c.ngf, c.n_blocks, c.ndf, c.n_layers_D = 'resnet', 8, 6, 16, 2
+        c.batch_size, c.num_steps = 8, 2000
+    else:
+        c.netG, c.ngf, c.num_upsampling_layers, c.ndf, c.n_layers_D = 'spade', 4, 'normal', 16, 2
+        c.n_classes, c.use_instance, c.lambda_vgg = procedural_img2img.N_CLASSES, False, 0.
+        c.batch_size, c.num_steps = 8, 2000
     return c

@@ -146,13 +146,14 @@ def _gau_models(vgg_pair):
 
 
 def _gau_batch(expected, it):
-    seg = semantic_input(expected[f'gau_label_{it}'][:, 0], GAU_CLASSES, expected[f'gau_instance_{it}'][:, 0])
-    return {'seg': np.asarray(seg), 'B': _nhwc(expected[f'gau_B_{it}'])}
+    return {'label': expected[f'gau_label_{it}'][:, 0], 'instance': expected[f'gau_instance_{it}'][:, 0],
+            'image': _nhwc(expected[f'gau_B_{it}'])}
 
 
 def _train_gau(expected, vgg_pair, g_tx, d_tx, iterations):
     gen, g_vars, disc, d_vars, vgg_apply = _gau_models(vgg_pair)
-    steps = steps_lib.GauGANSteps(sharding.data_mesh(1), gen, disc, steps_lib.GauGANConfig(), g_tx, d_tx, vgg=vgg_apply)
+    steps = steps_lib.GauGANSteps(sharding.data_mesh(1), gen, disc, steps_lib.GauGANConfig(), g_tx, d_tx, vgg=vgg_apply,
+                                  n_classes=GAU_CLASSES, use_instance=True)
     state = steps.replicate(steps_lib.create_state(jax.random.key(0), g_vars, d_vars, g_tx, d_tx))
     state, metrics = _run(steps, state, [_gau_batch(expected, it) for it in range(iterations)])
     return {'G': (gen, g_vars, _variables(state, 'g')), 'D': (disc, d_vars, _variables(state, 'd'))}, metrics
@@ -253,14 +254,14 @@ def test_gaugan_two_devices_train_as_one():
     gen = SPADEGenerator(label_nc=4, ngf=2, crop_size=64, num_upsampling_layers='normal', axis_name=AXIS)
     disc = MultiscaleDiscriminator(input_nc=7, ndf=4, n_layers=2)
     rng = np.random.default_rng(0)
-    batches = [{'seg': np.asarray(semantic_input(rng.integers(0, 4, (4, 64, 64)), 4)),
-                'B': rng.uniform(-1, 1, (4, 64, 64, 3)).astype(np.float32)} for _ in range(2)]
-    g_vars = gen.clone(axis_name=None).init(jax.random.key(1), batches[0]['seg'])
+    batches = [{'label': rng.integers(0, 4, (4, 64, 64)).astype(np.int32),
+                'image': rng.uniform(-1, 1, (4, 64, 64, 3)).astype(np.float32)} for _ in range(2)]
+    g_vars = gen.clone(axis_name=None).init(jax.random.key(1), semantic_input(batches[0]['label'], 4))
     d_vars = disc.init(jax.random.key(2), np.zeros((1, 64, 64, 7), np.float32))
 
     def make(mesh):
         return steps_lib.GauGANSteps(mesh, gen, disc, steps_lib.GauGANConfig(lambda_vgg=0.), optax.sgd(0.01),
-                                     optax.sgd(0.01))
+                                     optax.sgd(0.01), n_classes=4)
     _one_vs_two_devices(make, lambda s: steps_lib.create_state(jax.random.key(0), g_vars, d_vars, s.g_tx, s.d_tx),
                         batches)
 
@@ -271,7 +272,7 @@ def test_step_config_errors():
     with pytest.raises(ValueError, match='pool_size=-1'):
         steps_lib.CycleGANConfig(pool_size=-1)
     with pytest.raises(ValueError, match='lambda_vgg=10.0 needs VGG19 features'):
-        steps_lib.GauGANSteps(None, None, None, steps_lib.GauGANConfig(), None, None)
+        steps_lib.GauGANSteps(None, None, None, steps_lib.GauGANConfig(), None, None, n_classes=3)
     g, d = steps_lib.ttur(1e-3)
     params = {'w': np.ones(2, np.float32)}
     grads = {'w': np.ones(2, np.float32)}

@@ -1,5 +1,7 @@
 """The pix2pix iteration against gan-compression's Pix2PixModel.optimize_parameters (two iterations from
-the same weights and batches: tests/fixtures/make_img2img_fixture.py), and its data parallelism."""
+the same weights and batches: tests/fixtures/make_img2img_fixture.py), its data parallelism, and the
+family's three methods on the shared trainer (procedural data and each real-data config's layout)."""
+import importlib.util
 import os
 
 import jax
@@ -120,25 +122,30 @@ def test_linear_decay_is_the_originals():
 # --------------------------------------------------------------------------- the family on the shared trainer
 
 
-def _tiny_config(**kw):
+def _tiny_config(method='pix2pix', **kw):
     from anycost_jax.train import img2img
-    c = img2img.base_config()
-    c.resolution, c.netG, c.ngf, c.n_blocks, c.ndf, c.n_layers_D = 16, 'mobile_resnet', 4, 2, 4, 1
+    c = img2img.base_config(method)
+    c.resolution, c.ngf, c.n_blocks, c.ndf, c.n_layers_D = 16, 4, 2, 4, 1
+    c.netG = {'pix2pix': 'mobile_resnet', 'cycle_gan': 'resnet', 'gaugan': 'spade'}[method]
+    if method == 'gaugan':
+        c.dataset, c.test_split, c.preprocess, c.aspect_ratio = 'shapes_img2img/labels2image', 'test', 'none', 1.
+        c.n_classes, c.use_instance, c.lambda_vgg, c.num_upsampling_layers = 13, False, 0., 'normal'
+        c.resolution, c.ngf, c.ndf, c.n_layers_D = 32, 2, 4, 2
     c.batch_size, c.train_examples, c.num_steps = 8, 24, 4  # the test session has 8 devices
     c.log_every, c.sample_every, c.checkpoint_every, c.n_samples = 2, 4, 2, 2
     c.update(kw)
     return c
 
 
-def test_paired_stream_is_a_pure_function_of_the_step():
+def test_stream_is_a_pure_function_of_the_step():
     from anycost_jax.train import img2img
     c = _tiny_config()
-    a, b = img2img.PairedStream(c, 0), img2img.PairedStream(c, 2)
-    first, later = [next(a) for _ in range(4)], next(b)
+    with img2img.make_stream(c, 'train', 0, 8) as a, img2img.make_stream(c, 'train', 2, 8) as b:
+        first, later = [next(a) for _ in range(4)], next(b)
     for k in 'AB':
         np.testing.assert_array_equal(first[2][k], later[k])  # a resumed stream continues exactly
-    # one epoch (3 batches of 8 from 24 scenes) shows every scene once
-    seen = {img2img.PairedStream(c, 0).batch_at(s)['B'][i].tobytes() for s in range(3) for i in range(8)}
+    with img2img.make_stream(c, 'train', 0, 8, train=False) as s:  # no flips: every scene once per epoch
+        seen = {s.batch_at(step)['B'][i].tobytes() for step in range(3) for i in range(8)}
     assert len(seen) == 24
     assert first[0]['A'].shape == (8, 16, 16, 3) and first[0]['A'].min() >= -1 and first[0]['A'].max() <= 1
 
@@ -169,3 +176,95 @@ def test_family_config_errors(tmp_path):
         trainer.train_and_evaluate(_tiny_config(dataset='shapes_img2img/recolor'), str(tmp_path))
     with pytest.raises(ValueError, match='trains on shapes_img2img/'):
         trainer.train_and_evaluate(_tiny_config(dataset='cityscapes'), str(tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('method', ['cycle_gan', 'gaugan'])
+def test_trainer_runs_cycle_gan_and_gaugan_resumes_exactly_and_exports(tmp_path, method):
+    """The whole state resumes bit for bit, CycleGAN's image pools included (a pool of 4 fills in the
+    first step and answers from its images after the resume)."""
+    from anycost_jax.train import img2img, trainer
+    kw = {'pool_size': 4} if method == 'cycle_gan' else {}
+    straight = trainer.train_and_evaluate(_tiny_config(method, **kw), str(tmp_path / 'a'))
+    trainer.train_and_evaluate(_tiny_config(method, num_steps=2, **kw), str(tmp_path / 'b'))
+    resumed = trainer.train_and_evaluate(_tiny_config(method, **kw), str(tmp_path / 'b'))
+    assert int(resumed.step) == 4
+    def everything(state):
+        return sharding.local_copy(state.replace(rng=jax.random.key_data(state.rng)))
+    for x, y in zip(jax.tree.leaves(everything(straight)), jax.tree.leaves(everything(resumed))):
+        np.testing.assert_array_equal(x, y)
+    assert os.listdir(os.path.join(tmp_path, 'a', 'samples'))
+    gen, g_vars = convert.load_img2img_generator(os.path.join(tmp_path, 'a', 'generator'))
+    if method == 'cycle_gan':
+        assert int(straight.pools['B']['count']) == 4
+        other, _ = convert.load_img2img_generator(os.path.join(tmp_path, 'a', img2img.GENERATOR_BTOA))
+        assert other == gen
+    else:
+        assert gen.label_nc == 13 and gen.axis_name is None
+
+
+# --------------------------------------------------------------------------- the real-data configs
+
+
+def _png(path, array):
+    from PIL import Image
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def _folders(kind: str, root, n: int = 8):
+    """A tiny copy of each release's layout: pix2pix's A | B images, CycleGAN's trainA / trainB /
+    testA / testB, and Cityscapes' gtFine label and instance ids beside leftImg8bit photos."""
+    rng = np.random.default_rng(0)
+
+    def photo(h, w):
+        return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    for i in range(n):
+        if kind == 'paired':
+            for split in ('train', 'val'):
+                _png(os.path.join(root, split, f'{i}.png'), photo(20, 40))
+        elif kind == 'unpaired':
+            for split in ('trainA', 'trainB', 'testA', 'testB'):
+                _png(os.path.join(root, split, f'{i}.png'), photo(20, 20))
+        else:
+            for split in ('train', 'val'):
+                key = f'aachen_{i:06d}_000019'
+                label = rng.integers(0, 35, (32, 64), dtype=np.uint8)
+                inst = (rng.integers(0, 3, (4, 8)) * 1000 + 26).repeat(8, 0).repeat(8, 1).astype(np.uint16)
+                _png(os.path.join(root, 'gtFine', split, 'aachen', f'{key}_gtFine_labelIds.png'), label)
+                _png(os.path.join(root, 'gtFine', split, 'aachen', f'{key}_gtFine_instanceIds.png'), inst)
+                _png(os.path.join(root, 'leftImg8bit', split, 'aachen', f'{key}_leftImg8bit.png'), photo(32, 64))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('config_arg,kind', [('edges2shoes.py', 'paired'), ('horse2zebra.py', 'unpaired'),
+                                             ('cityscapes.py:gaugan', 'cityscapes')])
+def test_real_data_configs_train_from_a_folder(tmp_path, config_arg, kind):
+    """Each real-data config at a tiny size: prepared from its folder layout on first use (nothing
+    downloaded), two steps, samples and the exported generator. GauGAN with the spectral generator,
+    instance edges and the VGG19 loss (weights from a file, as a user passes --config.vgg19)."""
+    from anycost_jax.train import trainer
+    from tests.test_img2img_losses import vgg19_state_dict
+    manual = str(tmp_path / 'data')
+    _folders(kind, manual)
+    path, _, arg = config_arg.partition(':')
+    spec = importlib.util.spec_from_file_location('cfg', os.path.join(os.path.dirname(__file__), '..', 'configs', path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config(arg)
+    c.manual_dir, c.data_dir = manual, str(tmp_path / 'tfds')
+    c.ngf, c.ndf, c.n_layers_D, c.n_blocks = 2, 4, 2, 2
+    c.batch_size, c.num_steps, c.n_samples = 8, 2, 2
+    c.log_every, c.sample_every, c.checkpoint_every = 1, 2, 2
+    if kind == 'cityscapes':
+        c.resolution, c.load_size, c.num_upsampling_layers = 64, 64, 'normal'
+        c.vgg19 = str(tmp_path / 'vgg19.pth')
+        convert.save_torch_file(vgg19_state_dict(), c.vgg19)
+    else:
+        c.resolution, c.load_size = 16, 18
+    state = trainer.train_and_evaluate(c, str(tmp_path / 'run'))
+    assert int(state.step) == 2
+    assert os.listdir(os.path.join(tmp_path, 'run', 'samples'))
+    gen, _ = convert.load_img2img_generator(os.path.join(tmp_path, 'run', 'generator'))
+    if kind == 'cityscapes':
+        assert gen.spectral and gen.label_nc == 36 and gen.output_size == (32, 64)

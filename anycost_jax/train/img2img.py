@@ -1,90 +1,186 @@
-"""The image-to-image family as a user of :mod:`anycost_jax.train.loop`: pix2pix so far.
+"""The image-to-image family as a user of :mod:`anycost_jax.train.loop`: pix2pix, CycleGAN and GauGAN.
 
-A stage trains a generator (``config.netG``: a ResNet, MobileNet-ResNet or U-Net) and a
-conditional PatchGAN (``n_layers``) with the iteration of :mod:`.img2img_steps`, on paired data:
-the embedded procedural tasks (:mod:`anycost_jax.data.procedural_img2img`, ``dataset =
-'shapes_img2img/<task>'``). The stream of batches is a pure function of (seed, step): every
-example's position in it comes from per-epoch permutations, so a resumed run sees exactly the
-batches an uninterrupted one would. Samples are rows of input | output | target on held-out
-scenes; the final generator and discriminator are exported as model directories.
+``config.method`` picks the iteration (:mod:`.img2img_steps`) and what it trains:
+
+* ``pix2pix``: a generator (``netG``: resnet, mobile_resnet or unet) and a conditional PatchGAN on
+  paired data (``A`` -> ``B``);
+* ``cycle_gan``: two ResNet generators (A -> B, B -> A) and two PatchGANs on unpaired data;
+* ``gaugan``: a SPADE generator (``netG``: spade or mobile_spade) and the multi-scale
+  discriminator on label maps (+ instance edges) -> images, with the VGG19 perceptual loss.
+
+Data (``config.dataset``): the embedded procedural tasks ``shapes_img2img/<task>``
+(:mod:`anycost_jax.data.procedural_img2img`: labels2image and edges2image paired, recolor unpaired;
+GauGAN reads labels2image's label maps), drawn on the fly with no download; or our TFDS builders
+of local folders (:mod:`anycost_jax.data.img2img_builders`: ``paired_images/<name>``,
+``unpaired_images/<name>``, ``cityscapes_fine``), prepared from ``config.manual_dir`` on first use
+into ``config.data_dir``, with the original's preprocessing (``config.preprocess`` ...). Every
+batch is a pure function of (seed, step), so a resumed run sees exactly the batches an
+uninterrupted one would. Samples are rows on held-out examples; the final networks are
+exported as model directories (``convert.load_img2img_generator`` reads them).
 """
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
 import os
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from anycost_jax import convert  # noqa: F401  (registers the image-to-image classes with modeldir)
+from anycost_jax import convert  # registers the image-to-image classes with modeldir
 from anycost_jax import modeldir, sharding
 from anycost_jax import workdir as workdir_lib
+from anycost_jax.data import img2img_pipeline as pipe
 from anycost_jax.data import procedural_img2img
-from anycost_jax.data.pipeline import epoch_permutation
-from anycost_jax.models.img2img import MobileResnetGenerator, NLayerDiscriminator, ResnetGenerator, UnetGenerator
+from anycost_jax.models.img2img import (MobileResnetGenerator, MultiscaleDiscriminator, NLayerDiscriminator,
+                                        ResnetGenerator, SPADEGenerator, UnetGenerator, semantic_input)
 from anycost_jax.render import to_uint8
+from anycost_jax.sharding import AXIS
 from anycost_jax.train import img2img_steps as steps_lib
 from anycost_jax.train import loop
 
 log = logging.getLogger(__name__)
 
-RESUME_KEYS = ('method', 'dataset', 'resolution', 'netG', 'ngf', 'n_blocks', 'norm', 'netD', 'ndf', 'n_layers_D',
-               'seed', 'batch_size', 'gan_mode')
-NETGS = ('resnet', 'mobile_resnet', 'unet')
-DATASET_PREFIX = 'shapes_img2img/'
+METHODS = ('pix2pix', 'cycle_gan', 'gaugan')
+NETGS = {'pix2pix': ('resnet', 'mobile_resnet', 'unet'), 'cycle_gan': ('resnet', 'mobile_resnet'),
+         'gaugan': ('spade', 'mobile_spade')}
+NETDS = {'pix2pix': 'n_layers', 'cycle_gan': 'n_layers', 'gaugan': 'multi_scale'}
+RESUME_KEYS = ('method', 'dataset', 'resolution', 'aspect_ratio', 'netG', 'ngf', 'n_blocks', 'norm', 'netD', 'ndf',
+               'n_layers_D', 'num_D', 'seed', 'batch_size', 'gan_mode', 'direction', 'preprocess', 'load_size',
+               'n_classes', 'use_instance', 'num_upsampling_layers', 'spectral_G')
+PROCEDURAL = 'shapes_img2img/'
+PROCEDURAL_TASKS = {'pix2pix': ('labels2image', 'edges2image'), 'cycle_gan': ('recolor',),
+                    'gaugan': ('labels2image',)}
+# the B -> A generator and discriminator of CycleGAN, beside the A -> B ones in GENERATOR / DISCRIMINATOR
+GENERATOR_BTOA, DISCRIMINATOR_B = 'generator_BtoA', 'discriminator_B'
 
 
-def base_config() -> ml_collections.ConfigDict:
-    """pix2pix's defaults (gan-compression's train options): Adam 2e-4, betas (0.5, 0.999), hinge
-    GAN loss, L1 x 100, 3-layer PatchGAN on (input, output), linear decay after ``n_epochs``."""
+def base_config(method: str = 'pix2pix') -> ml_collections.ConfigDict:
+    """gan-compression's train options for ``method``: its base options (Adam 2e-4, betas (0.5,
+    0.999), resize_and_crop 286 -> 256 with flips, linear decay after ``n_epochs``) with the
+    model's own defaults on top:
+
+    * pix2pix: hinge GAN loss, L1 x 100, a 3-layer PatchGAN of ndf 128 on (input, output), 5 + 15
+      epochs, batch 1;
+    * cycle_gan: LSGAN, cycle x 10 each way, identity x 0.5, pools of 50, ndf 64, 100 + 100
+      epochs, batch 1;
+    * gaugan: hinge + feature matching x 10 + VGG x 10, TTUR (G lr / 2, D 2 lr, betas (0, 0.9)),
+      a 2-scale, 4-layer discriminator of ndf 64 with spectral instance norm, synchronized batch
+      norm in SPADE, 'more' upsampling layers, 100 + 100 epochs, batch 16; Cityscapes' label
+      classes (35) with instance edges, scale_width 512 at aspect ratio 2.
+    """
+    if method not in METHODS:
+        raise ValueError(f'method={method!r} is not one of {METHODS}')
     c = ml_collections.ConfigDict()
     c.family = 'img2img'
-    c.method = 'pix2pix'
-    c.name = 'pix2pix'
-    c.dataset = DATASET_PREFIX + 'labels2image'
-    c.train_examples = 1000              # scenes per epoch of the procedural data
-    c.resolution = 256
+    c.method = method
+    c.name = method
+    # data
+    c.dataset = PROCEDURAL + PROCEDURAL_TASKS[method][0]
+    c.data_dir, c.manual_dir = '', ''          # our TFDS builders: where prepared / the folder to prepare from
+    c.train_split, c.test_split = 'train', 'test'
+    c.train_examples = 1000                    # procedural data only: scenes per epoch
+    c.direction = 'AtoB'
+    c.preprocess, c.load_size, c.no_flip = 'resize_and_crop', 286, False
+    c.resolution = 256                         # the crop size: the generator's output (width, for gaugan)
+    c.aspect_ratio = 1.0                       # width / height (gaugan)
+    # networks
     c.netG, c.ngf, c.n_blocks, c.norm, c.dropout_rate = 'resnet', 64, 9, 'instance', 0.
-    c.netD, c.ndf, c.n_layers_D = 'n_layers', 64, 3
+    c.netD, c.ndf, c.n_layers_D, c.num_D = NETDS[method], 128, 3, 2
+    c.num_upsampling_layers, c.spectral_G = 'more', False
+    c.n_classes, c.use_instance = procedural_img2img.N_CLASSES, False
+    # losses and optimizers
     c.gan_mode, c.lambda_gan, c.lambda_recon, c.recon = 'hinge', 1., 100., 'l1'
-    c.lr, c.beta1 = 2e-4, 0.5
-    c.n_epochs, c.n_epochs_decay = 100, 100  # constant lr, then linear decay (epochs of train_examples)
+    c.lambda_A, c.lambda_B, c.lambda_identity, c.pool_size = 10., 10., 0.5, 50
+    c.lambda_feat, c.lambda_vgg, c.vgg19 = 10., 10., ''   # vgg19: torchvision's vgg19 .pth (a path or URL)
+    c.lr, c.beta1, c.beta2, c.ttur = 2e-4, 0.5, 0.999, True
+    c.n_epochs, c.n_epochs_decay = 5, 15       # constant lr, then linear decay
     c.batch_size = 1
     c.seed = 0
     c.num_steps = 1000
     c.log_every, c.sample_every, c.eval_every, c.checkpoint_every, c.keep_checkpoints = 100, 1000, 0, 1000, 3
     c.n_samples = 4
+    if method == 'cycle_gan':
+        c.gan_mode, c.ndf, c.n_epochs, c.n_epochs_decay = 'lsgan', 64, 100, 100
+    elif method == 'gaugan':  # Cityscapes by default; a procedural config sets n_classes to N_CLASSES
+        c.netG, c.ndf, c.n_layers_D, c.n_epochs, c.n_epochs_decay, c.batch_size = 'spade', 64, 4, 100, 100, 16
+        c.n_classes, c.use_instance = 35, True
+        c.dataset, c.train_split, c.test_split = 'cityscapes_fine', 'train', 'val'
+        c.preprocess, c.load_size, c.resolution, c.aspect_ratio = 'scale_width', 512, 512, 2.0
     return c
 
 
-def task_of(config) -> str:
-    if not config.dataset.startswith(DATASET_PREFIX):
-        raise ValueError(f'config.dataset={config.dataset!r}: the image-to-image family trains on '
-                         f'{DATASET_PREFIX}<task> with task one of {procedural_img2img.TASKS[:2]}')
-    task = config.dataset[len(DATASET_PREFIX):]
-    if task not in ('labels2image', 'edges2image'):
-        raise ValueError(f'config.dataset={config.dataset!r}: pix2pix needs a paired task, labels2image or '
-                         'edges2image (recolor is unpaired: CycleGAN)')
+# ---------------------------------------------------------------------------- checks and models
+
+
+def procedural_task(config):
+    """The procedural task of ``config.dataset``, or None for a TFDS dataset."""
+    if not config.dataset.startswith(PROCEDURAL):
+        return None
+    task = config.dataset[len(PROCEDURAL):]
+    allowed = PROCEDURAL_TASKS[config.method]
+    if task not in allowed:
+        why = {'recolor': 'recolor is unpaired: CycleGAN'}.get(task, f'{config.method} trains on {allowed}')
+        raise ValueError(f'config.dataset={config.dataset!r}: {config.method} needs {PROCEDURAL}'
+                         f'{"|".join(allowed)} ({why})')
     return task
 
 
 def check(config, workdir: str) -> None:
     del workdir
-    if config.method != 'pix2pix':
-        raise ValueError(f'config.method={config.method!r}: this family trains pix2pix only so far')
-    task_of(config)
-    if config.netG not in NETGS:
-        raise ValueError(f'config.netG={config.netG!r} is not one of {NETGS}')
-    if config.netD != 'n_layers':
-        raise ValueError(f'config.netD={config.netD!r}: pix2pix uses the PatchGAN, "n_layers"')
-    steps_lib.Pix2PixConfig(config.gan_mode, config.lambda_gan, config.lambda_recon, config.recon)
+    if config.method not in METHODS:
+        raise ValueError(f'config.method={config.method!r} is not one of {METHODS}')
+    task = procedural_task(config)
+    if task is None:
+        name = config.dataset.split('/')[0]
+        if name not in pipe.BUILDERS:
+            raise ValueError(f'config.dataset={config.dataset!r}: the image-to-image family trains on '
+                             f'{PROCEDURAL}<task> or one of our builders {sorted(pipe.BUILDERS)} '
+                             "(e.g. 'unpaired_images/horse2zebra' with config.manual_dir=<folder>)")
+        kind = {'pix2pix': 'paired_images', 'cycle_gan': 'unpaired_images', 'gaugan': 'cityscapes_fine'}
+        if name != kind[config.method]:
+            raise ValueError(f'config.dataset={config.dataset!r}: {config.method} trains on {kind[config.method]}')
+    if config.method == 'gaugan' and task is not None and config.n_classes != procedural_img2img.N_CLASSES:
+        raise ValueError(f'config.n_classes={config.n_classes}: the procedural label maps have '
+                         f'{procedural_img2img.N_CLASSES} classes; set config.n_classes={procedural_img2img.N_CLASSES}')
+    if config.netG not in NETGS[config.method]:
+        raise ValueError(f'config.netG={config.netG!r}: {config.method} uses one of {NETGS[config.method]}')
+    if config.netD != NETDS[config.method]:
+        raise ValueError(f'config.netD={config.netD!r}: {config.method} uses "{NETDS[config.method]}"')
+    method_config(config)
+    if config.method == 'gaugan' and config.lambda_vgg and not config.vgg19:
+        raise ValueError(f'config.lambda_vgg={config.lambda_vgg} needs VGG19 weights: set config.vgg19 to '
+                         "torchvision's vgg19 .pth (vgg19-dcbb9e9d.pth, a path or URL), or config.lambda_vgg=0")
     if config.batch_size % jax.device_count():
         raise ValueError(f'config.batch_size={config.batch_size} must be a multiple of the {jax.device_count()} devices')
 
 
-def build_models(config):
+def method_config(config):
+    """The iteration's loss configuration (its checks run here)."""
+    if config.method == 'pix2pix':
+        return steps_lib.Pix2PixConfig(config.gan_mode, config.lambda_gan, config.lambda_recon, config.recon)
+    if config.method == 'cycle_gan':
+        return steps_lib.CycleGANConfig(config.gan_mode, config.lambda_A, config.lambda_B, config.lambda_identity,
+                                        config.pool_size)
+    return steps_lib.GauGANConfig(config.gan_mode, config.lambda_gan, config.lambda_feat, config.lambda_vgg)
+
+
+def label_nc(config) -> int:
+    """SPADE's input channels: the one-hot classes, + 1 for instance edges."""
+    return config.n_classes + int(config.use_instance)
+
+
+def build_models(config, axis_name=None):
+    """``(generator, discriminator)``; ``axis_name``: the synchronized batch norm's axis (training)."""
+    if config.method == 'gaugan':
+        gen = SPADEGenerator(label_nc=label_nc(config), crop_size=config.resolution, ngf=config.ngf,
+                             aspect_ratio=config.aspect_ratio, num_upsampling_layers=config.num_upsampling_layers,
+                             mobile=config.netG == 'mobile_spade', spectral=config.spectral_G, axis_name=axis_name)
+        disc = MultiscaleDiscriminator(input_nc=label_nc(config) + 3, ndf=config.ndf, n_layers=config.n_layers_D,
+                                       num_D=config.num_D)
+        return gen, disc
     kw = dict(input_nc=3, output_nc=3, ngf=config.ngf)
     if config.netG == 'unet':
         gen = UnetGenerator(num_downs=int(np.log2(config.resolution)), norm=config.norm,
@@ -93,85 +189,135 @@ def build_models(config):
         gen = MobileResnetGenerator(n_blocks=config.n_blocks, dropout_rate=config.dropout_rate, **kw)
     else:
         gen = ResnetGenerator(n_blocks=config.n_blocks, norm=config.norm, dropout_rate=config.dropout_rate, **kw)
-    disc = NLayerDiscriminator(input_nc=6, ndf=config.ndf, n_layers=config.n_layers_D, norm=config.norm)
-    return gen, disc
+    d_in = 6 if config.method == 'pix2pix' else 3  # pix2pix's D is conditional: input | output
+    return gen, NLayerDiscriminator(input_nc=d_in, ndf=config.ndf, n_layers=config.n_layers_D, norm=config.norm)
 
 
 # ---------------------------------------------------------------------------- data
 
 
-def _to_float(u8: np.ndarray) -> np.ndarray:
-    return u8.astype(np.float32) / np.float32(127.5) - np.float32(1)
+def _preprocess(config, train: bool) -> pipe.Preprocess:
+    if procedural_task(config) is not None:  # drawn at the resolution: flips only
+        return pipe.Preprocess('none', no_flip=config.no_flip or not train)
+    if train:
+        return pipe.Preprocess(config.preprocess, config.load_size, config.resolution, config.no_flip)
+    # evaluation: no random crop or flip (the whole image at the crop size), as the original's test options
+    return pipe.Preprocess(config.preprocess, config.resolution, config.resolution, no_flip=True)
 
 
-class PairedStream:
-    """This host's share of global batches ``start``, ``start + 1``, ...: ``{'A': input, 'B': target}``,
-    float32 NHWC in [-1, 1]. Batch ``step`` holds stream positions ``step * batch ...``; position
-    ``p`` is example ``perm_e[p % n]`` of epoch ``e = p // n``, so any batch is a pure function."""
+def _source(config, split: str):
+    task = procedural_task(config)
+    if task is None:
+        return pipe.load_img2img_source(config.dataset, split, data_dir=config.data_dir or None,
+                                        manual_dir=config.manual_dir or None)
+    n = config.train_examples if split == config.train_split else config.n_samples
+    return pipe.procedural_source(task, n, config.resolution, config.seed, 'train' if split == config.train_split
+                                  else 'test', labels=config.method == 'gaugan')
 
-    def __init__(self, config, start: int):
-        self.task, self.res, self.seed = task_of(config), config.resolution, config.seed
-        self.n, self.batch, self.step = config.train_examples, config.batch_size, start
-        if self.n < self.batch:
-            raise ValueError(f'config.train_examples={self.n} is smaller than one batch ({self.batch})')
-        self.local = self.batch // jax.process_count()
-        self.offset = jax.process_index() * self.local
-        self._perms: dict = {}
 
-    def _perm(self, epoch: int) -> np.ndarray:
-        if epoch not in self._perms:
-            self._perms = {epoch: epoch_permutation(self.seed, epoch, self.n), **{
-                e: p for e, p in self._perms.items() if e >= epoch - 1}}
-        return self._perms[epoch]
+def make_stream(config, split: str, start: int, global_batch: int, train: bool = True, source=None, **kw):
+    """The stream of ``split`` (or of ``source``, that split's source) from batch ``start``: {'A', 'B'}
+    (pix2pix, cycle_gan) or {'label', ('instance',) 'image'} (gaugan), this host's share. At
+    evaluation (``train=False``) an unpaired split is read as its two domains paired by position."""
+    source = _source(config, split) if source is None else source
+    common = dict(global_batch=global_batch, seed=config.seed, start_step=start, preprocess=_preprocess(config, train),
+                  name=f"'{config.dataset}' ({split})", **kw)
+    if config.method == 'gaugan':
+        if config.use_instance and 'instance' not in source.keys:
+            raise ValueError(f'config.use_instance is set but {config.dataset!r} has no instance maps; '
+                             'set config.use_instance=False')
+        return pipe.CityscapesStream(source, **common)
+    if isinstance(source, pipe.UnpairedSource):
+        if train:
+            return pipe.UnpairedStream(source, direction=config.direction, **common)
+        m = min(len(source.a), len(source.b))
+        source = pipe.Img2ImgArraySource(A=source.a.get(np.arange(m))['image'], B=source.b.get(np.arange(m))['image'])
+    return pipe.PairedStream(source, direction=config.direction, **common)
 
-    def batch_at(self, step: int) -> dict:
-        pos = step * self.batch + self.offset + np.arange(self.local)
-        idx = [int(self._perm(int(p // self.n))[p % self.n]) for p in pos]
-        ex = [procedural_img2img.example(self.task, i, self.res, self.seed) for i in idx]
-        return {'A': _to_float(np.stack([e['input'] for e in ex])), 'B': _to_float(np.stack([e['target'] for e in ex]))}
 
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        out = self.batch_at(self.step)
-        self.step += 1
-        return out
+def test_batch(config) -> dict:
+    """The first ``n_samples`` held-out examples (fewer if the split is smaller), all on this host:
+    the rows of the sample grids."""
+    source = _source(config, config.test_split)
+    n = min(config.n_samples, len(source) if not isinstance(source, pipe.UnpairedSource)
+            else min(len(source.a), len(source.b)))
+    with make_stream(config, config.test_split, 0, n, train=False, source=source, process_index=0,
+                     process_count=1, prefetch=1) as stream:
+        return stream.batch_at(0)
 
 
 # ---------------------------------------------------------------------------- the stage
 
 
+def _optimizers(config, spe: int):
+    def sched(lr):
+        return steps_lib.linear_decay(lr, spe, config.n_epochs, config.n_epochs_decay)
+    if config.method == 'gaugan':
+        return steps_lib.ttur(config.lr, sched, use=config.ttur, beta1=config.beta1, beta2=config.beta2)
+    return steps_lib.adam(sched(config.lr), config.beta1), steps_lib.adam(sched(config.lr), config.beta1)
+
+
+def _vgg(config):
+    if config.method != 'gaugan' or not config.lambda_vgg:
+        return None
+    model, variables = convert.load_vgg19(config.vgg19)
+    return functools.partial(model.apply, variables)
+
+
+def make_steps(config, mesh, spe: int):
+    gen, disc = build_models(config, axis_name=AXIS)
+    g_tx, d_tx = _optimizers(config, spe)
+    cfg = method_config(config)
+    if config.method == 'pix2pix':
+        return steps_lib.Pix2PixSteps(mesh, gen, disc, cfg, g_tx, d_tx)
+    if config.method == 'cycle_gan':
+        return steps_lib.CycleGANSteps(mesh, gen, disc, cfg, g_tx, d_tx)
+    return steps_lib.GauGANSteps(mesh, gen, disc, cfg, g_tx, d_tx, vgg=_vgg(config), n_classes=config.n_classes,
+                                 use_instance=config.use_instance)
+
+
+def _input_shapes(config):
+    """(generator input, discriminator input) shapes of one example."""
+    w = config.resolution
+    h = int(w / config.aspect_ratio) if config.method == 'gaugan' else w
+    if config.method == 'gaugan':
+        return (1, h, w, label_nc(config)), (1, h, w, label_nc(config) + 3)
+    return (1, h, w, 3), (1, h, w, 6 if config.method == 'pix2pix' else 3)
+
+
+def init_variables(config, rng):
+    """Initial (generator, discriminator) variables: one network each, or {'A', 'B'} for CycleGAN."""
+    gen, disc = build_models(config)
+    g_shape, d_shape = _input_shapes(config)
+
+    def one(k):
+        g = gen.init({'params': jax.random.fold_in(k, 1), 'dropout': k}, jnp.zeros(g_shape))
+        return g, disc.init(jax.random.fold_in(k, 2), jnp.zeros(d_shape))
+    if config.method != 'cycle_gan':
+        return one(rng)
+    (ga, da), (gb, db) = one(jax.random.fold_in(rng, 10)), one(jax.random.fold_in(rng, 11))
+    return {'A': ga, 'B': gb}, {'A': da, 'B': db}
+
+
 def make_stage(config, workdir: str) -> loop.Stage:
     mesh = sharding.data_mesh()
-    gen, disc = build_models(config)
-    steps_per_epoch = max(1, config.train_examples // config.batch_size)
-    sched = steps_lib.linear_decay(config.lr, steps_per_epoch, config.n_epochs, config.n_epochs_decay)
-    g_tx, d_tx = steps_lib.adam(sched, config.beta1), steps_lib.adam(sched, config.beta1)
-    cfg = steps_lib.Pix2PixConfig(config.gan_mode, config.lambda_gan, config.lambda_recon, config.recon)
-    steps = steps_lib.Pix2PixSteps(mesh, gen, disc, cfg, g_tx, d_tx)
+    train_source = _source(config, config.train_split)
+    spe = max(1, len(train_source) // config.batch_size)
+    steps = make_steps(config, mesh, spe)
     rng = jax.random.key(config.seed)
-    res, task = config.resolution, task_of(config)
-    x = np.zeros((1, res, res, 3), np.float32)
 
     def init_state(fresh: bool):
         del fresh  # initialization is a pure function of the seed; a checkpoint overwrites it
-        g_vars = gen.init({'params': jax.random.fold_in(rng, 1), 'dropout': rng}, x)
-        d_vars = disc.init(jax.random.fold_in(rng, 2), np.zeros((1, res, res, 6), np.float32))
-        return steps.replicate(steps_lib.create_state(jax.random.fold_in(rng, 3), g_vars, d_vars, g_tx, d_tx))
+        g_vars, d_vars = init_variables(config, rng)
+        pools = steps.init_pools(_input_shapes(config)[0][1:]) if config.method == 'cycle_gan' else None
+        return steps.replicate(steps_lib.create_state(jax.random.fold_in(rng, 3), g_vars, d_vars, steps.g_tx,
+                                                      steps.d_tx, pools=pools))
 
-    tests = [procedural_img2img.example(task, i, res, config.seed, split='test') for i in range(config.n_samples)]
-    test_inputs = _to_float(np.stack([t['input'] for t in tests]))
-    apply = jax.jit(lambda v, a: gen.apply(v, a))
-
-    def samples(state):
-        """Rows of input | output | target on held-out scenes."""
-        out = to_uint8(apply(g_variables(state), test_inputs))
-        rows = [np.concatenate([t['input'], o, t['target']], axis=1) for t, o in zip(tests, out)]
-        return np.concatenate(rows, axis=0)
+    test = test_batch(config)
+    samples = functools.partial(sample_rows, config, test)
 
     def data(start: int):
-        return contextlib.nullcontext(PairedStream(config, start))
+        return make_stream(config, config.train_split, start, config.batch_size, source=train_source)
 
     return loop.Stage(
         name=config.name, init_state=init_state, programs=[loop.Program('step', steps.program())], data=data,
@@ -179,15 +325,71 @@ def make_stage(config, workdir: str) -> loop.Stage:
         meta={'config': config.to_dict()}, samples=samples, export=lambda s: export(config, s, workdir))
 
 
-def g_variables(state) -> dict:
-    return sharding.local_copy({'params': state.g_params, **state.g_stats})
+# ---------------------------------------------------------------------------- samples and export
+
+
+@functools.lru_cache(maxsize=8)
+def _apply(gen):
+    return jax.jit(lambda v, x: gen.apply(v, x))
+
+
+def generator_input(config, batch: dict):
+    """What the generator takes from a (test) batch: ``A``, or SPADE's semantic input."""
+    if config.method != 'gaugan':
+        return batch['A']
+    return semantic_input(batch['label'], config.n_classes, batch.get('instance') if config.use_instance else None)
+
+
+def label_colors(n: int) -> np.ndarray:
+    """uint8 [n, 3] colors of label ids: the procedural task's palette where it has one, else a fixed
+    spread of hues (label maps in sample rows)."""
+    if n <= len(procedural_img2img.LABEL_COLORS):
+        return procedural_img2img.LABEL_COLORS[:n].astype(np.uint8)
+    g = np.random.default_rng(n)
+    return g.integers(0, 256, (n, 3), dtype=np.uint8)
+
+
+def sample_rows(config, test: dict, state) -> np.ndarray:
+    """One row per held-out example: input | output | target (pix2pix), A | G_A(A) | B | G_B(B)
+    (cycle_gan), labels | output | image (gaugan)."""
+    gen, _ = build_models(config)
+    if config.method == 'cycle_gan':
+        ab = to_uint8(_apply(gen)(g_variables(state, 'A'), test['A']))
+        ba = to_uint8(_apply(gen)(g_variables(state, 'B'), test['B']))
+        cols = [to_uint8(test['A']), ab, to_uint8(test['B']), ba]
+    else:
+        out = to_uint8(_apply(gen)(g_variables(state), generator_input(config, test)))
+        if config.method == 'gaugan':
+            labels = label_colors(config.n_classes + 1)[np.minimum(test['label'], config.n_classes)]
+            cols = [labels, out, to_uint8(test['image'])]
+        else:
+            cols = [to_uint8(test['A']), out, to_uint8(test['B'])]
+    return np.concatenate([np.concatenate(row, axis=1) for row in zip(*cols)], axis=0)
+
+
+def g_variables(state, side=None) -> dict:
+    params, stats = state.g_params, state.g_stats
+    if side is not None:
+        params, stats = params[side], stats[side]
+    return sharding.local_copy({'params': params, **stats})
+
+
+def _d_variables(state, side=None) -> dict:
+    params, stats = state.d_params, state.d_stats
+    if side is not None:
+        params, stats = params[side], stats[side]
+    return sharding.local_copy({'params': params, **stats})
 
 
 def export(config, state, workdir: str) -> None:
-    """The trained generator and discriminator as model directories (``convert.load_img2img_generator``
-    reads them; ``convert.save_img2img_generator`` writes gan-compression's .pth)."""
+    """The trained networks as model directories: ``generator`` / ``discriminator`` (CycleGAN's A -> B
+    pair; its B -> A pair in ``generator_BtoA`` / ``discriminator_B``). ``convert.load_img2img_generator``
+    reads them; ``convert.save_img2img_generator`` writes gan-compression's .pth."""
     gen, disc = build_models(config)
-    modeldir.save(os.path.join(workdir, workdir_lib.GENERATOR), gen, g_variables(state))
-    modeldir.save(os.path.join(workdir, workdir_lib.DISCRIMINATOR), disc,
-                  sharding.local_copy({'params': state.d_params, **state.d_stats}))
-    log.info('exported the generator and discriminator to %s', workdir)
+    sides = (('A', workdir_lib.GENERATOR, workdir_lib.DISCRIMINATOR), ('B', GENERATOR_BTOA, DISCRIMINATOR_B)) \
+        if config.method == 'cycle_gan' else ((None, workdir_lib.GENERATOR, workdir_lib.DISCRIMINATOR),)
+    for side, g_dir, d_dir in sides:
+        modeldir.save(os.path.join(workdir, g_dir), gen, g_variables(state, side))
+        modeldir.save(os.path.join(workdir, d_dir), disc, _d_variables(state, side))
+    log.info('exported the %s networks to %s', config.method, workdir)
+

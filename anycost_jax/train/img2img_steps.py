@@ -49,6 +49,7 @@ from jax.sharding import PartitionSpec as P
 
 from anycost_jax import sharding
 from anycost_jax.losses import img2img as losses
+from anycost_jax.models.img2img.spade import semantic_input
 from anycost_jax.sharding import AXIS
 
 Schedule = Union[float, Callable[[jax.Array], jax.Array]]
@@ -335,18 +336,20 @@ class CycleGANSteps(_Steps):
 
 
 class GauGANSteps(_Steps):
-    """The GauGAN iteration: ``gen`` a SPADE generator (``seg`` -> image), ``disc`` the multi-scale
-    discriminator (on seg | image), ``vgg`` a function images -> the five VGG19 feature maps
-    (``None``: ``lambda_vgg`` must be 0). The batch holds ``seg`` (the generator's input: one-hot
-    labels, + instance edges) and ``B`` (the real image)."""
-    batch_keys = ('seg', 'B')
+    """The GauGAN iteration: ``gen`` a SPADE generator, ``disc`` the multi-scale discriminator (on
+    seg | image), ``vgg`` a function images -> the five VGG19 feature maps (``None``: ``lambda_vgg``
+    must be 0). The batch holds ``label`` (int class ids [N, H, W]), ``instance`` (instance ids, with
+    ``use_instance``) and ``image`` (the real image); the generator's input, one-hot classes (+
+    instance edges), is made on the device (:func:`anycost_jax.models.img2img.semantic_input`)."""
 
-    def __init__(self, mesh, gen, disc, cfg: GauGANConfig, g_tx, d_tx, vgg: Optional[Callable] = None):
+    def __init__(self, mesh, gen, disc, cfg: GauGANConfig, g_tx, d_tx, vgg: Optional[Callable] = None, *,
+                 n_classes: int, use_instance: bool = False):
         if cfg.lambda_vgg and vgg is None:
             raise ValueError(f'lambda_vgg={cfg.lambda_vgg} needs VGG19 features (vgg=...); pass them, or set '
                              'lambda_vgg=0')
         super().__init__(mesh, gen, disc, cfg, g_tx, d_tx)
-        self.vgg = vgg
+        self.vgg, self.n_classes, self.use_instance = vgg, n_classes, use_instance
+        self.batch_keys = ('label', 'instance', 'image') if use_instance else ('label', 'image')
 
     def _discriminate(self, d_params, d_stats, seg, fake, real):
         """D on fake and real in one batch (as the original), split back: ``(fake outs, real outs, stats)``."""
@@ -356,7 +359,8 @@ class GauGANSteps(_Steps):
         return jax.tree.map(lambda t: t[:n], outs), jax.tree.map(lambda t: t[n:], outs), d_stats
 
     def body(self, state: Img2ImgState, batch):
-        cfg, seg, real = self.cfg, batch['seg'], batch['B']
+        cfg, real = self.cfg, batch['image']
+        seg = semantic_input(batch['label'], self.n_classes, batch['instance'] if self.use_instance else None)
 
         def g_loss(g_params):
             fake, g_stats = _run(self.gen, g_params, state.g_stats, seg)

@@ -1,0 +1,32 @@
+r"""CycleGAN on horse2zebra, as GAN Compression trains its teacher (Li et al., CVPR 2020, Table 1).
+
+``get_config(arg)``: ``full`` (the default): the original's ``scripts/cycle_gan/horse2zebra/
+train_full.sh``: two ResNet generators (resnet_9blocks, ngf 64, instance norm), two 3-layer
+PatchGANs (ndf 64), LSGAN, cycle x 10 each way, identity x 0.5, image pools of 50, Adam 2e-4
+(0.5, 0.999), batch 1, 100 epochs + 100 of linear decay, resize_and_crop 286 -> 256 with flips.
+``mobile``: MobileNet-ResNet generators (mobile_resnet_9blocks).
+
+Data: the CycleGAN release of horse2zebra (``<dir>/trainA``, ``trainB``, ``testA``, ``testB``) from
+``--config.manual_dir``, prepared once into TFDS ArrayRecord files; nothing is downloaded. An
+epoch is max(|A|, |B|) = 1334 steps; B is drawn at random for each A, as the original.
+
+Expected: FID about 61.5 for A -> B on testA against the zebra statistics (61.53 in the paper's
+Table 1). The original trained on one GPU for about two days.
+
+    python launch/train.py --config=configs/horse2zebra.py --workdir=runs/horse2zebra \
+        --config.manual_dir=/data/horse2zebra --config.data_dir=~/tensorflow_datasets
+"""
+from anycost_jax.train import img2img
+
+
+def get_config(arg: str = ''):
+    arg = arg or 'full'
+    if arg not in ('full', 'mobile'):
+        raise ValueError(f"configs/horse2zebra.py:{arg}: expected 'full' or 'mobile'")
+    c = img2img.base_config('cycle_gan')
+    c.name = f'horse2zebra_{arg}'
+    c.dataset, c.train_split, c.test_split = 'unpaired_images/horse2zebra', 'train', 'test'
+    c.netG = 'resnet' if arg == 'full' else 'mobile_resnet'
+    c.num_steps = 200 * 1334
+    c.log_every, c.sample_every, c.checkpoint_every = 100, 5000, 10000
+    return c
