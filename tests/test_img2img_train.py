@@ -152,8 +152,15 @@ def test_stream_is_a_pure_function_of_the_step():
 
 @pytest.mark.slow
 def test_trainer_runs_pix2pix_resumes_exactly_and_exports(tmp_path):
+    from anycost_jax.eval import evaluate as evaluate_lib
     from anycost_jax.train import trainer
-    straight = trainer.train_and_evaluate(_tiny_config(), str(tmp_path / 'a'))
+    from tests.test_fid import tiny_extractor
+    evaluate_lib._EXTRACTORS[None] = tiny_extractor()[0]  # FID every 2 steps, with a stand-in feature net
+    try:
+        straight = trainer.train_and_evaluate(_tiny_config(eval_every=2, test_examples=8), str(tmp_path / 'a'))
+    finally:
+        del evaluate_lib._EXTRACTORS[None]
+    assert os.listdir(os.path.join(tmp_path, 'a', 'fid_stats')) == ['shapes_img2img_labels2image_test_AtoB_16.npz']
     trainer.train_and_evaluate(_tiny_config(num_steps=2), str(tmp_path / 'b'))
     resumed = trainer.train_and_evaluate(_tiny_config(), str(tmp_path / 'b'))  # steps 2 -> 4 from the checkpoint
     assert int(resumed.step) == int(straight.step) == 4
@@ -268,3 +275,38 @@ def test_real_data_configs_train_from_a_folder(tmp_path, config_arg, kind):
     gen, _ = convert.load_img2img_generator(os.path.join(tmp_path, 'run', 'generator'))
     if kind == 'cityscapes':
         assert gen.spectral and gen.label_nc == 36 and gen.output_size == (32, 64)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@pytest.mark.parametrize('method,direction', [('pix2pix', 'AtoB'), ('cycle_gan', 'BtoA'), ('gaugan', 'AtoB')])
+def test_fid_walks_the_held_out_split(tmp_path, method, direction):
+    """FID (with a small stand-in feature network) equals the Frechet distance of the features of
+    the generator's outputs on every held-out input and of the real targets, computed here by
+    hand; the real statistics are written once and read back."""
+    from anycost_jax.eval import fid as fid_lib
+    from anycost_jax.eval import img2img as eval_lib
+    from anycost_jax.train import img2img
+    from tests.test_fid import tiny_extractor
+    c = _tiny_config(method, test_examples=8)
+    extractor = tiny_extractor()[0]
+    g_vars, _ = img2img.init_variables(c, jax.random.key(0))
+    side = {'AtoB': 'A', 'BtoA': 'B'}[direction]
+    if method == 'cycle_gan':
+        g_vars = g_vars[side]
+    gen, _ = img2img.build_models(c)
+    stats = str(tmp_path / 'real.npz')
+    value = eval_lib.fid(c, gen, g_vars, extractor, direction=direction, batch_size=4, stats_path=stats)
+    test = img2img.test_batch(_tiny_config(method, test_examples=8, n_samples=8))  # all 8 held-out examples
+    x = img2img.generator_input(c, test) if method != 'cycle_gan' else test[side]
+    real = test['image'] if method == 'gaugan' else test[{'A': 'B', 'B': 'A'}[side]]
+    fake = fid_lib.FIDStats.from_features(extractor(np.clip(np.asarray(gen.apply(g_vars, x)), -1, 1)))
+    want = fake.fid(fid_lib.FIDStats.from_features(extractor(real)))
+    np.testing.assert_allclose(value, want, rtol=1e-6)
+    assert os.path.isfile(stats)
+    again = eval_lib.fid(c, gen, g_vars, extractor, direction=direction, batch_size=4, stats_path=stats)
+    np.testing.assert_allclose(again, value, rtol=1e-6)
+    if method != 'cycle_gan':
+        with pytest.raises(ValueError, match="translates one way; direction='BtoA'"):
+            eval_lib.fid(c, gen, g_vars, extractor, direction='BtoA')

@@ -82,6 +82,7 @@ def base_config(method: str = 'pix2pix') -> ml_collections.ConfigDict:
     c.data_dir, c.manual_dir = '', ''          # our TFDS builders: where prepared / the folder to prepare from
     c.train_split, c.test_split = 'train', 'test'
     c.train_examples = 1000                    # procedural data only: scenes per epoch
+    c.test_examples = 64                       # procedural data only: held-out scenes (samples, FID)
     c.direction = 'AtoB'
     c.preprocess, c.load_size, c.no_flip = 'resize_and_crop', 286, False
     c.resolution = 256                         # the crop size: the generator's output (width, for gaugan)
@@ -102,6 +103,10 @@ def base_config(method: str = 'pix2pix') -> ml_collections.ConfigDict:
     c.num_steps = 1000
     c.log_every, c.sample_every, c.eval_every, c.checkpoint_every, c.keep_checkpoints = 100, 1000, 0, 1000, 3
     c.n_samples = 4
+    # evaluation every eval_every steps: FID on test_split (anycost_jax.eval.img2img)
+    c.inception = ''        # pytorch-fid's Inception weights, a file or URL ('': download once, cached)
+    c.fid_stats = ''        # real statistics; '{direction}' is filled in ('': WORKDIR/fid_stats/..., made once)
+    c.eval_batch_size = 8
     if method == 'cycle_gan':
         c.gan_mode, c.ndf, c.n_epochs, c.n_epochs_decay = 'lsgan', 64, 100, 100
     elif method == 'gaugan':  # Cityscapes by default; a procedural config sets n_classes to N_CLASSES
@@ -155,6 +160,13 @@ def check(config, workdir: str) -> None:
                          "torchvision's vgg19 .pth (vgg19-dcbb9e9d.pth, a path or URL), or config.lambda_vgg=0")
     if config.batch_size % jax.device_count():
         raise ValueError(f'config.batch_size={config.batch_size} must be a multiple of the {jax.device_count()} devices')
+    if config.eval_every:  # missing Inception weights fail now, not after the first eval_every steps
+        feature_extractor(config)
+
+
+def feature_extractor(config):
+    from anycost_jax.eval import evaluate as evaluate_lib
+    return evaluate_lib.feature_extractor(evaluate_lib.Settings(inception=config.inception or None))
 
 
 def method_config(config):
@@ -196,7 +208,7 @@ def build_models(config, axis_name=None):
 # ---------------------------------------------------------------------------- data
 
 
-def _preprocess(config, train: bool) -> pipe.Preprocess:
+def preprocess_of(config, train: bool) -> pipe.Preprocess:
     if procedural_task(config) is not None:  # drawn at the resolution: flips only
         return pipe.Preprocess('none', no_flip=config.no_flip or not train)
     if train:
@@ -205,12 +217,12 @@ def _preprocess(config, train: bool) -> pipe.Preprocess:
     return pipe.Preprocess(config.preprocess, config.resolution, config.resolution, no_flip=True)
 
 
-def _source(config, split: str):
+def source_of(config, split: str):
     task = procedural_task(config)
     if task is None:
         return pipe.load_img2img_source(config.dataset, split, data_dir=config.data_dir or None,
                                         manual_dir=config.manual_dir or None)
-    n = config.train_examples if split == config.train_split else config.n_samples
+    n = config.train_examples if split == config.train_split else config.test_examples
     return pipe.procedural_source(task, n, config.resolution, config.seed, 'train' if split == config.train_split
                                   else 'test', labels=config.method == 'gaugan')
 
@@ -219,8 +231,8 @@ def make_stream(config, split: str, start: int, global_batch: int, train: bool =
     """The stream of ``split`` (or of ``source``, that split's source) from batch ``start``: {'A', 'B'}
     (pix2pix, cycle_gan) or {'label', ('instance',) 'image'} (gaugan), this host's share. At
     evaluation (``train=False``) an unpaired split is read as its two domains paired by position."""
-    source = _source(config, split) if source is None else source
-    common = dict(global_batch=global_batch, seed=config.seed, start_step=start, preprocess=_preprocess(config, train),
+    source = source_of(config, split) if source is None else source
+    common = dict(global_batch=global_batch, seed=config.seed, start_step=start, preprocess=preprocess_of(config, train),
                   name=f"'{config.dataset}' ({split})", **kw)
     if config.method == 'gaugan':
         if config.use_instance and 'instance' not in source.keys:
@@ -238,7 +250,7 @@ def make_stream(config, split: str, start: int, global_batch: int, train: bool =
 def test_batch(config) -> dict:
     """The first ``n_samples`` held-out examples (fewer if the split is smaller), all on this host:
     the rows of the sample grids."""
-    source = _source(config, config.test_split)
+    source = source_of(config, config.test_split)
     n = min(config.n_samples, len(source) if not isinstance(source, pipe.UnpairedSource)
             else min(len(source.a), len(source.b)))
     with make_stream(config, config.test_split, 0, n, train=False, source=source, process_index=0,
@@ -301,7 +313,7 @@ def init_variables(config, rng):
 
 def make_stage(config, workdir: str) -> loop.Stage:
     mesh = sharding.data_mesh()
-    train_source = _source(config, config.train_split)
+    train_source = source_of(config, config.train_split)
     spe = max(1, len(train_source) // config.batch_size)
     steps = make_steps(config, mesh, spe)
     rng = jax.random.key(config.seed)
@@ -322,7 +334,26 @@ def make_stage(config, workdir: str) -> loop.Stage:
     return loop.Stage(
         name=config.name, init_state=init_state, programs=[loop.Program('step', steps.program())], data=data,
         shard_batch=steps.shard_batch, checked_trees=lambda s: (s.g_params, s.d_params), batch_size=config.batch_size,
-        meta={'config': config.to_dict()}, samples=samples, export=lambda s: export(config, s, workdir))
+        meta={'config': config.to_dict()}, samples=samples, export=lambda s: export(config, s, workdir),
+        evaluate=functools.partial(evaluate, config, workdir=workdir) if config.eval_every else None)
+
+
+def evaluate(config, state, step: int, writer, workdir: str) -> dict:
+    """FID on ``config.test_split`` (both directions for CycleGAN), written as ``fid/<direction>``."""
+    from anycost_jax.eval import img2img as eval_lib
+    gen, _ = build_models(config)
+    extractor, results = feature_extractor(config), {}
+    for direction in ('AtoB', 'BtoA') if config.method == 'cycle_gan' else ('AtoB',):
+        variables = g_variables(state, {'AtoB': 'A', 'BtoA': 'B'}[direction] if config.method == 'cycle_gan' else None)
+        res = config.resolution
+        stats = (config.fid_stats or os.path.join(
+            workdir, 'fid_stats', f"{config.dataset.replace('/', '_')}_{config.test_split}_{direction}_{res}.npz"))
+        results[f'fid/{direction}'] = eval_lib.fid(config, gen, variables, extractor, direction=direction,
+                                                   batch_size=config.eval_batch_size,
+                                                   stats_path=stats.replace('{direction}', direction))
+    if writer is not None:
+        writer.write_scalars(step, results)
+    return results
 
 
 # ---------------------------------------------------------------------------- samples and export
