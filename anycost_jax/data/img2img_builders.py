@@ -97,6 +97,21 @@ def _report_skipped(dataset, split, bad, reasons, n_kept, n_total, where):
                     dataset, split, len(bad), n_kept, n_total, where, named)
 
 
+def _one_file_examples(builder, dataset, split, items, where, decode, example):
+    """Examples of one file each: ``decode(bytes)`` in parallel, the broken ones skipped, recorded in
+    ``builder.skipped_files[split]`` and reported; ``example(key, decoded)`` -> the features."""
+    bad, reasons, kept = builder.skipped_files.setdefault(split, []), [], 0
+    decoded = _parallel(lambda data: _try(decode, data), _read_all(items), builder.num_workers)
+    for (key, _), value in zip(items, decoded):
+        if isinstance(value, _Broken):
+            bad.append(key)
+            reasons.append(value)
+            continue
+        kept += 1
+        yield key, example(key, value)
+    _report_skipped(dataset, split, bad, reasons, kept, len(items), where)
+
+
 # ---------------------------------------------------------------------------- paired
 
 _PAIRED_LAYOUT = """\
@@ -202,16 +217,8 @@ class PairedImages(_CodePathHere, tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, split, items, where):
         """Side-by-side images, split into their A and B halves."""
-        bad, reasons, kept = self.skipped_files.setdefault(split, []), [], 0
-        halves = _parallel(lambda data: _try(_split_ab, data), _read_all(items), self.num_workers)
-        for (key, _), ab in zip(items, halves):
-            if isinstance(ab, _Broken):
-                bad.append(key)
-                reasons.append(ab)
-                continue
-            kept += 1
-            yield key, {'A': ab[0], 'B': ab[1], 'name': key}
-        _report_skipped('PairedImages', split, bad, reasons, kept, len(items), where)
+        return _one_file_examples(self, 'PairedImages', split, items, where, _split_ab,
+                                  lambda key, ab: {'A': ab[0], 'B': ab[1], 'name': key})
 
     def _generate_folders(self, split, pairs, where):
         bad, reasons, kept = self.skipped_files.setdefault(split, []), [], 0
@@ -279,16 +286,8 @@ class UnpairedImages(_CodePathHere, tfds.core.GeneratorBasedBuilder):
         return splits
 
     def _generate_examples(self, split, items, where):
-        bad, reasons, kept = self.skipped_files.setdefault(split, []), [], 0
-        pngs = _parallel(lambda data: _try(_png_of_rgb, data), _read_all(items), self.num_workers)
-        for (key, _), png in zip(items, pngs):
-            if isinstance(png, _Broken):
-                bad.append(key)
-                reasons.append(png)
-                continue
-            kept += 1
-            yield key, {'image': png, 'name': key}
-        _report_skipped('UnpairedImages', split, bad, reasons, kept, len(items), where)
+        return _one_file_examples(self, 'UnpairedImages', split, items, where, _png_of_rgb,
+                                  lambda key, png: {'image': png, 'name': key})
 
 
 # ---------------------------------------------------------------------------- cityscapes

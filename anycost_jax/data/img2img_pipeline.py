@@ -39,13 +39,12 @@ import dataclasses
 import os
 from typing import Mapping, Optional, Sequence
 
-import jax
 import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
 from anycost_jax.data import hashing, img2img_builders, procedural_img2img
-from anycost_jax.data.pipeline import InputIterator
+from anycost_jax.data.pipeline import InputIterator, host_share
 
 MODES = ('resize_and_crop', 'crop', 'scale_width', 'scale_width_and_crop', 'none')
 DIRECTIONS = ('AtoB', 'BtoA')
@@ -366,13 +365,7 @@ class _Img2ImgStream(InputIterator):
     def __init__(self, source, *, global_batch: int, seed: int, preprocess: Optional[Preprocess] = None,
                  start_step: int = 0, process_index: Optional[int] = None, process_count: Optional[int] = None,
                  prefetch: int = 2, num_workers: Optional[int] = None, name: str = 'dataset'):
-        process_index = jax.process_index() if process_index is None else process_index
-        process_count = jax.process_count() if process_count is None else process_count
-        if not 0 <= process_index < process_count:
-            raise ValueError(f'process_index {process_index} not in [0, process_count={process_count})')
-        if global_batch < 1 or global_batch % process_count:
-            raise ValueError(f'global_batch {global_batch} must be a positive multiple of the process '
-                             f'count {process_count}, so that every host builds an equal share')
+        process_index, process_count = host_share(global_batch, process_index, process_count)
         if start_step < 0:
             raise ValueError(f'start_step must be >= 0, got {start_step}')
         self._check_keys(source)

@@ -197,6 +197,19 @@ def make_pyramid(images_uint8: np.ndarray, n_res: int, flips: Optional[np.ndarra
     return tuple(to_float(x) for x in levels)
 
 
+def host_share(global_batch: int, process_index=None, process_count=None) -> tuple[int, int]:
+    """``(process_index, process_count)`` (defaults: this process of ``jax``'s), checked: every host
+    builds an equal, contiguous share of each global batch."""
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+    if not 0 <= process_index < process_count:
+        raise ValueError(f'process_index {process_index} not in [0, process_count={process_count})')
+    if global_batch < 1 or global_batch % process_count:
+        raise ValueError(f'global_batch {global_batch} must be a positive multiple of the process '
+                         f'count {process_count}, so that every host builds an equal share')
+    return process_index, process_count
+
+
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.argsort(hashing.hash64(seed, _PERM_STREAM, epoch, np.arange(n)), kind='stable')
 
@@ -337,13 +350,7 @@ def create_input_iter(dataset, resolution: int, n_res: int, global_batch: int, s
       An `InputIterator` yielding tuples of n_res float32 arrays in [-1, 1],
       [global_batch // process_count, r, r, 3] with r = resolution / 2**level.
     """
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
-    if not 0 <= process_index < process_count:
-        raise ValueError(f'process_index {process_index} not in [0, {process_count})')
-    if global_batch < 1 or global_batch % process_count:
-        raise ValueError(f'global_batch {global_batch} must be a positive multiple of '
-                         f'process_count {process_count}')
+    process_index, process_count = host_share(global_batch, process_index, process_count)
     if n_res < 1 or resolution % (1 << (n_res - 1)):
         raise ValueError(f'resolution {resolution} cannot be halved {n_res - 1} times (n_res={n_res})')
     if start_step < 0:
