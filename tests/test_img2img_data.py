@@ -425,3 +425,16 @@ def test_cityscapes_stream(cityscapes):
         want = (np.asarray(ref(Image.fromarray(f['image']), Image.BICUBIC), np.float32) / 255 - 0.5) / 0.5
         np.testing.assert_array_equal(batch['image'][j], want.astype(np.float32))
     assert batch['instance'].max() > 255 and (batch['label'] == 35).any()
+
+
+def test_tfds_catalog_cycle_gan_by_name(tmp_path):
+    """TFDS's own cycle_gan/<pair> (mocked: its examples made by tfds' testing tools) as an unpaired
+    source; unprepared, the error says how to prepare it without this pipeline downloading."""
+    with pytest.raises(FileNotFoundError, match=r'never downloads.*tfds build cycle_gan/horse2zebra'):
+        ip.load_img2img_source('cycle_gan/horse2zebra', 'train', data_dir=str(tmp_path))
+    with tfds.testing.mock_data(num_examples=5):
+        source = ip.load_img2img_source('cycle_gan/horse2zebra', 'train', data_dir=str(tmp_path))
+        assert isinstance(source, ip.UnpairedSource) and len(source.a) == len(source.b) == 5
+        image = source.a.get([0])['image'][0]
+        assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[-1] == 3
+        assert len(ip.load_img2img_source('cycle_gan/horse2zebra', 'testB', data_dir=str(tmp_path))) == 5

@@ -283,6 +283,8 @@ def procedural_source(task: str, n: int, resolution: int, seed: int = 0, split: 
 
 # ---------------------------------------------------------------------------- loading
 
+# TFDS catalog datasets read as their users prepared them (never prepared or downloaded here)
+CATALOG = ('cycle_gan',)
 BUILDERS = {'paired_images': img2img_builders.PairedImages,
             'unpaired_images': img2img_builders.UnpairedImages,
             'cityscapes_fine': img2img_builders.Cityscapes}
@@ -320,6 +322,8 @@ def load_img2img_source(dataset, split: str = 'train', data_dir=None, manual_dir
     'train' / 'val' / 'test' an `UnpairedSource` of its A and B splits. With several hosts
     sharing one data_dir, prepare once before launching, since concurrent preparations race.
     """
+    if str(dataset).partition('/')[0] in CATALOG:
+        return _catalog_source(str(dataset), split, data_dir)
     builder = img2img_builder(dataset, data_dir)
     full = builder.info.full_name
     if not builder.is_prepared():
@@ -338,6 +342,30 @@ def load_img2img_source(dataset, split: str = 'train', data_dir=None, manual_dir
         pairs = ' (or, for an unpaired stream, a prefix with both its A and B splits)' if unpaired else ''
         raise ValueError(f'{full} has no split {split!r}{pairs}; it has {splits}')
     return _open(builder, split)
+
+
+def _catalog_source(dataset: str, split: str, data_dir=None):
+    """TFDS's own ``cycle_gan/<name>`` (splits trainA, trainB, testA, testB), read by index as the user
+    prepared it: split 'train' / 'test' gives an `UnpairedSource` of its two domains."""
+    if '/' not in dataset:
+        raise ValueError(f"dataset {dataset!r}: name the pair, e.g. 'cycle_gan/horse2zebra'")
+    root = None if data_dir is None else os.path.expanduser(os.fspath(data_dir))
+    builder = tfds.builder(dataset, data_dir=root)
+
+    def domain(name):
+        try:
+            ds = builder.as_data_source(name)
+        except Exception as e:  # not prepared, or prepared as TFRecord only
+            raise FileNotFoundError(
+                f'TFDS dataset {dataset!r}, split {name!r}, cannot be read by index from {builder.data_dir_root} '
+                f'({type(e).__name__}: {e}). This pipeline never downloads: prepare it once where the network '
+                f'is reachable, `tfds build {dataset} --data_dir={builder.data_dir_root} --file_format=array_record`, '
+                "and copy the data dir here (--config.data_dir); or unpack the original's trainA / trainB / testA / "
+                "testB folders and use 'unpaired_images/<name>' with --config.manual_dir.") from e
+        return Img2ImgDataSource(ds, keys={'image': 'image'})
+    if split.endswith(('A', 'B')):
+        return domain(split)
+    return UnpairedSource(domain(f'{split}A'), domain(f'{split}B'))
 
 
 def _open(builder, split):

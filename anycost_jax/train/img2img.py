@@ -140,13 +140,15 @@ def check(config, workdir: str) -> None:
     task = procedural_task(config)
     if task is None:
         name = config.dataset.split('/')[0]
-        if name not in pipe.BUILDERS:
+        if name not in pipe.BUILDERS and name not in pipe.CATALOG:
             raise ValueError(f'config.dataset={config.dataset!r}: the image-to-image family trains on '
-                             f'{PROCEDURAL}<task> or one of our builders {sorted(pipe.BUILDERS)} '
-                             "(e.g. 'unpaired_images/horse2zebra' with config.manual_dir=<folder>)")
-        kind = {'pix2pix': 'paired_images', 'cycle_gan': 'unpaired_images', 'gaugan': 'cityscapes_fine'}
-        if name != kind[config.method]:
-            raise ValueError(f'config.dataset={config.dataset!r}: {config.method} trains on {kind[config.method]}')
+                             f'{PROCEDURAL}<task>, one of our builders {sorted(pipe.BUILDERS)} '
+                             "(e.g. 'unpaired_images/horse2zebra' with config.manual_dir=<folder>) or TFDS's "
+                             "prepared 'cycle_gan/<pair>'")
+        kind = {'pix2pix': ('paired_images',), 'cycle_gan': ('unpaired_images', 'cycle_gan'),
+                'gaugan': ('cityscapes_fine',)}[config.method]
+        if name not in kind:
+            raise ValueError(f'config.dataset={config.dataset!r}: {config.method} trains on {" or ".join(kind)}')
     if config.method == 'gaugan' and task is not None and config.n_classes != procedural_img2img.N_CLASSES:
         raise ValueError(f'config.n_classes={config.n_classes}: the procedural label maps have '
                          f'{procedural_img2img.N_CLASSES} classes; set config.n_classes={procedural_img2img.N_CLASSES}')
