@@ -63,6 +63,19 @@ def pad2d(x: Array, pad: int, padding_type: str = 'reflect') -> Array:
     return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode=mode)
 
 
+def conv_kernel(module: nn.Module) -> Array:
+    """A conv module's full-width kernel [k, k, in, out] (its ``kernel_init``, field names shared)."""
+    k = module.kernel_size
+    return module.param('kernel', module.kernel_init, (k, k, module.in_features, module.features))
+
+
+def add_bias(module: nn.Module, y: Array, width: Optional[int] = None) -> Array:
+    """``y`` plus the first ``width`` (default all) entries of the module's bias, if it has one."""
+    if not module.use_bias:
+        return y
+    return y + module.param('bias', nn.initializers.zeros, (module.features,))[:width].astype(y.dtype)
+
+
 class Conv2d(nn.Module):
     """``torch.nn.Conv2d`` (cross-correlation, zero padding ``padding``), groups 1."""
     in_features: int
@@ -75,13 +88,11 @@ class Conv2d(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, out_width: Optional[int] = None, out_mask: Optional[Array] = None) -> Array:
-        k, name = self.kernel_size, _path(self)
-        kernel = self.param('kernel', self.kernel_init, (k, k, self.in_features, self.features))
+        k, name, kernel = self.kernel_size, _path(self), conv_kernel(self)
         cin, cout = _live_in(x, self.in_features, name), _live_out(out_width, self.features, name)
         y = lax.conv_general_dilated(x, kernel[:, :, :cin, :cout].astype(x.dtype), (self.stride,) * 2,
                                      [(self.padding, self.padding)] * 2, dimension_numbers=_DN)
-        if self.use_bias:
-            y = y + self.param('bias', nn.initializers.zeros, (self.features,))[:cout].astype(y.dtype)
+        y = add_bias(self, y, cout)
         profile.record('conv', y.size, cin * k * k, path=name)
         return apply_mask(y, out_mask)
 
@@ -104,15 +115,13 @@ class ConvTranspose2d(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, out_width: Optional[int] = None, out_mask: Optional[Array] = None) -> Array:
-        k, name = self.kernel_size, _path(self)
-        kernel = self.param('kernel', self.kernel_init, (k, k, self.in_features, self.features))
+        k, name, kernel = self.kernel_size, _path(self), conv_kernel(self)
         cin, cout = _live_in(x, self.in_features, name), _live_out(out_width, self.features, name)
         lo = k - 1 - self.padding
         y = lax.conv_general_dilated(x, kernel[::-1, ::-1, :cin, :cout].astype(x.dtype), (1, 1),
                                      [(lo, lo + self.output_padding)] * 2, lhs_dilation=(self.stride,) * 2,
                                      dimension_numbers=_DN)
-        if self.use_bias:
-            y = y + self.param('bias', nn.initializers.zeros, (self.features,))[:cout].astype(y.dtype)
+        y = add_bias(self, y, cout)
         # torchprofile reads a transposed kernel [in, out, kh, kw] as in * kh * kw per output element.
         profile.record('conv', y.size, cin * k * k, path=name)
         return apply_mask(y, out_mask)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from anycost_jax.nn import profile
-from anycost_jax.nn.conv import pix2pix_normal
+from anycost_jax.nn.conv import add_bias, conv_kernel, pix2pix_normal
 from anycost_jax.nn.masks import module_path
 
 Array = jax.Array
@@ -50,7 +50,7 @@ class SpectralConv2d(nn.Module):
         if x.shape[-1] != self.in_features:
             raise ValueError(f'{module_path(self)}: a spectral-normalized conv runs at its full width '
                              f'{self.in_features}, got {x.shape[-1]} input channels')
-        kernel = self.param('kernel', self.kernel_init, (k, k, self.in_features, self.features))
+        kernel = conv_kernel(self)
         u = self.variable('spectral', 'u', lambda: _unit_normal(self.make_rng('params'), (self.features,)))
         v = self.variable('spectral', 'v', lambda: _unit_normal(self.make_rng('params'), (self.in_features * k * k,)))
         mat = kernel.transpose(3, 2, 0, 1).reshape(self.features, -1)  # torch's weight_orig.view(out, -1)
@@ -62,7 +62,6 @@ class SpectralConv2d(nn.Module):
         sigma = jnp.dot(u.value, mat @ v.value)
         y = lax.conv_general_dilated(x, (kernel / sigma).astype(x.dtype), (self.stride,) * 2,
                                      [(self.padding, self.padding)] * 2, dimension_numbers=_DN)
-        if self.use_bias:
-            y = y + self.param('bias', nn.initializers.zeros, (self.features,)).astype(y.dtype)
+        y = add_bias(self, y)
         profile.record('conv', y.size, self.in_features * k * k, path=module_path(self))
         return y
