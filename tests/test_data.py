@@ -261,7 +261,7 @@ def test_dataset_smaller_than_global_batch(shapes):
 
 
 def test_bad_arguments(shapes):
-    with pytest.raises(ValueError, match='multiple of process_count'):
+    with pytest.raises(ValueError, match='multiple of the process count 4'):
         _iter(shapes, global_batch=6, process_count=4)
     with pytest.raises(ValueError, match='halved'):
         _iter(shapes, n_res=6)

@@ -27,17 +27,21 @@ def test_examples_are_pure_functions_of_seed_index_and_size():
 
 def test_label_map_names_the_color_of_each_shape_interior():
     for i in range(20):
-        labels, image = p2p.label_map(i, 64), procedural.render_example(i, 64)
+        labels, image = p2p.label_map(i, 64), p2p.example('labels2image', i, 64)['target']
         assert labels.max() < p2p.N_CLASSES
         shapes = labels > 0
         # away from edges (where antialiasing mixes colors) every shape pixel has its class's color
         inner = _erode(shapes & (p2p.edges(labels)[..., 0] == 255))
         colors = procedural.COLORS[(labels[inner].astype(int) - 1) % 4]
         assert np.abs(image[inner].astype(float) - colors).max() <= 1
-        # and the background keeps the gradient's tones, never a shape color
+        # and the background is the fixed gradient, whatever the scene (the target is a function of
+        # the input), never a shape color
         bg = _erode(~shapes)
         for c in procedural.COLORS:
             assert not np.any(np.all(np.abs(image[bg].astype(float) - c) < 1, axis=-1))
+        empty = procedural.render_example(i, 64, background=p2p.PAIRED_BACKGROUND)
+        np.testing.assert_array_equal(image[bg], empty[bg])
+        assert image[2, 2].sum() < image[61, 61].sum()  # dark slate at the top left, sand at the bottom right
 
 
 def test_classes_follow_kind_and_color():

@@ -75,15 +75,18 @@ def shape_distance(sh: dict, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(qx, 0) ** 2 + np.maximum(qy, 0) ** 2) + np.minimum(np.maximum(qx, qy), 0)
 
 
-def render_example(index: int, resolution: int, seed: int = 0, colors: np.ndarray = COLORS) -> np.ndarray:
+def render_example(index: int, resolution: int, seed: int = 0, colors: np.ndarray = COLORS,
+                   background=None) -> np.ndarray:
     """Example `index` of the dataset with this `seed`, drawn at `resolution`: uint8 [H, W, 3].
-    ``colors``: the shapes' palette (``COLORS``; the image-to-image data repaints with others)."""
+    ``colors``: the shapes' palette (``COLORS``; the image-to-image data repaints with others);
+    ``background``: ``(tone, tone, angle)`` in place of the scene's own (the paired image-to-image
+    tasks fix it, so that the target is a function of the input)."""
     s = scene(index, seed)
     x, y = pixel_grid(resolution)
-    a = s['gradient_angle']
+    t0, t1, a = (*s['background'], s['gradient_angle']) if background is None else background
     g = (x - 0.5) * np.float32(np.cos(a)) + (y - 0.5) * np.float32(np.sin(a))
     g = np.clip(g * np.float32(1 / np.sqrt(2)) + 0.5, 0, 1)[..., None]  # 0..1 across the diagonal
-    c0, c1 = BACKGROUNDS[s['background'][0]], BACKGROUNDS[s['background'][1]]
+    c0, c1 = BACKGROUNDS[t0], BACKGROUNDS[t1]
     img = c0 + (c1 - c0) * g
     for sh in s['shapes']:
         cover = np.clip(0.5 - shape_distance(sh, x, y) * np.float32(resolution), 0, 1)[..., None]

@@ -8,9 +8,11 @@ exact ground truth:
   **label map**: class 0 the background, ``1 + 4 * kind + color`` each shape (13 classes), later
   shapes over earlier ones, a pixel belongs to a shape when its center is inside it. As an
   image (pix2pix) the classes are painted in :data:`LABEL_COLORS`; SPADE takes them one-hot.
-  The target is the rendered scene.
+  The target is the rendered scene on one fixed background (:data:`PAIRED_BACKGROUND`, dark slate
+  to sand, top left to bottom right), so that it is a function of the input: a scene's own random
+  gradient could not be told from its label map, and a generator could only learn its mean.
 * ``edges2image`` (paired; edges2shoes-like): the input is the label map's boundaries, black
-  one-pixel lines on white; the target is the rendered scene.
+  one-pixel lines on white; the target as for labels2image.
 * ``recolor`` (unpaired; horse2zebra-like): domain A is the scenes in their palette, domain B
   scenes with the palette permuted (:data:`RECOLOR`: red <-> blue, green <-> yellow).
   ``trainA`` draws even indices and ``trainB`` odd ones, so no pair is ever seen; the ground
@@ -32,6 +34,7 @@ LABEL_COLORS = np.array([(128, 128, 128)] + [
               (.5, 0, 0), (0, .5, 0), (0, 0, .5), (.5, .5, 0)]],  # rings
     np.uint8)
 RECOLOR = np.array([2, 3, 0, 1])  # color index -> its color in domain B
+PAIRED_BACKGROUND = (0, 3, np.pi / 4)  # tones (dark slate, sand) and gradient angle of the paired targets
 SPLITS = ('train', 'test')
 _TEST_OFFSET = 1 << 30  # test scenes: indices that training never draws
 
@@ -87,4 +90,5 @@ def example(task: str, i: int, resolution: int, seed: int = 0, split: str = 'tra
     k = scene_index(split, i)
     labels = label_map(k, resolution, seed)
     source = paint_labels(labels) if task == 'labels2image' else edges(labels)
-    return {'input': source, 'target': render_example(k, resolution, seed), 'labels': labels}
+    target = render_example(k, resolution, seed, background=PAIRED_BACKGROUND)
+    return {'input': source, 'target': target, 'labels': labels}
