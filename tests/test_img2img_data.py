@@ -438,3 +438,13 @@ def test_tfds_catalog_cycle_gan_by_name(tmp_path):
         image = source.a.get([0])['image'][0]
         assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[-1] == 3
         assert len(ip.load_img2img_source('cycle_gan/horse2zebra', 'testB', data_dir=str(tmp_path))) == 5
+
+
+def test_cityscapes_train_ids():
+    """labelIds -> trainIds as cityscapesScripts: road 7 -> 0, sky 23 -> 10, bicycle 33 -> 18, and the
+    classes outside the 19 evaluated ones (unlabeled 0, parking 9, caravan 29) ignored as 255."""
+    ids = np.array([[7, 23, 33], [0, 9, 29]], np.uint8)
+    np.testing.assert_array_equal(ib.cityscapes_train_ids(ids), [[0, 10, 18], [255, 255, 255]])
+    assert sorted(set(ib.CITYSCAPES_TRAIN_IDS.tolist()) - {255}) == list(range(ib.CITYSCAPES_EVAL_CLASSES))
+    with pytest.raises(ValueError, match='label ids'):
+        ib.cityscapes_train_ids(np.array([-1, 300]))

@@ -306,6 +306,24 @@ _CITYSCAPES_FILES = {'label': ('gtFine', '_gtFine_labelIds.png'),
                      'image': ('leftImg8bit', '_leftImg8bit.png')}
 
 
+# Cityscapes' label id -> train id (cityscapesScripts' labels.py: the 19 evaluated classes, 255 ignored),
+# what the mIoU protocol compares a segmentation of the generated images against
+CITYSCAPES_TRAIN_IDS = np.full(256, 255, np.uint8)
+for _label_id, _train_id in {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
+                             25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}.items():
+    CITYSCAPES_TRAIN_IDS[_label_id] = _train_id
+CITYSCAPES_EVAL_CLASSES = 19
+
+
+def cityscapes_train_ids(label_ids: np.ndarray) -> np.ndarray:
+    """Cityscapes label ids (``*_gtFine_labelIds.png``, what GauGAN takes) -> train ids (0..18, 255
+    ignored), as ``*_gtFine_trainIds.png``: the mIoU ground truth."""
+    label_ids = np.asarray(label_ids)
+    if label_ids.dtype != np.uint8 and (label_ids.min() < 0 or label_ids.max() > 255):
+        raise ValueError(f'Cityscapes label ids lie in [0, 33]; got values in [{label_ids.min()}, {label_ids.max()}]')
+    return CITYSCAPES_TRAIN_IDS[label_ids.astype(np.int64)]
+
+
 def frame_key(filename: str) -> str:
     """'<city>_<seq>_<frame>': the first three '_' fields, which the original matches files by."""
     return '_'.join(os.path.basename(filename).split('_')[:3])
