@@ -310,3 +310,16 @@ def test_fid_walks_the_held_out_split(tmp_path, method, direction):
     if method != 'cycle_gan':
         with pytest.raises(ValueError, match="translates one way; direction='BtoA'"):
             eval_lib.fid(c, gen, g_vars, extractor, direction='BtoA')
+
+
+def test_sizes_the_generator_cannot_make_are_refused(tmp_path):
+    from anycost_jax.train import trainer
+    with pytest.raises(ValueError, match='config.resolution=30: a ResNet generator .* multiple of 4 \\(e.g. 28\\)'):
+        trainer.train_and_evaluate(_tiny_config(resolution=30), str(tmp_path / 'a'))
+    with pytest.raises(ValueError, match='config.resolution=24: the U-Net .* power of 2 \\(e.g. 16\\)'):
+        trainer.train_and_evaluate(_tiny_config(resolution=24, netG='unet'), str(tmp_path / 'b'))
+    with pytest.raises(ValueError, match="empty latent grid \\(0x0 outputs\\)"):
+        trainer.train_and_evaluate(_tiny_config('gaugan', resolution=16), str(tmp_path / 'c'))
+    with pytest.raises(ValueError, match="num_upsampling_layers='many' is not one of"):
+        trainer.train_and_evaluate(_tiny_config('gaugan', num_upsampling_layers='many'), str(tmp_path / 'd'))
+    assert not os.path.exists(tmp_path / 'a' / 'checkpoints')

@@ -157,6 +157,7 @@ def check(config, workdir: str) -> None:
     if config.netD != NETDS[config.method]:
         raise ValueError(f'config.netD={config.netD!r}: {config.method} uses "{NETDS[config.method]}"')
     method_config(config)
+    _check_resolution(config)
     if config.method == 'gaugan' and config.lambda_vgg and not config.vgg19:
         raise ValueError(f'config.lambda_vgg={config.lambda_vgg} needs VGG19 weights: set config.vgg19 to '
                          "torchvision's vgg19 .pth (vgg19-dcbb9e9d.pth, a path or URL), or config.lambda_vgg=0")
@@ -169,6 +170,29 @@ def check(config, workdir: str) -> None:
 def feature_extractor(config):
     from anycost_jax.eval import evaluate as evaluate_lib
     return evaluate_lib.feature_extractor(evaluate_lib.Settings(inception=config.inception or None))
+
+
+def _check_resolution(config) -> None:
+    """The sizes each generator can produce (its output must be the target's size)."""
+    r = config.resolution
+    if config.netG in ('resnet', 'mobile_resnet') and (r < 4 or r % 4):
+        raise ValueError(f'config.resolution={r}: a ResNet generator downsamples twice by 2, so it needs a '
+                         f'multiple of 4 (e.g. {max(4, r - r % 4)})')
+    if config.netG == 'unet' and (r < 2 or r & (r - 1)):
+        raise ValueError(f'config.resolution={r}: the U-Net halves down to 1x1, so it needs a power of 2 '
+                         f'(e.g. {1 << max(1, r.bit_length() - 1)})')
+    if config.method == 'gaugan':
+        from anycost_jax.elastic.img2img import SPADE_UPSAMPLING
+        if config.num_upsampling_layers not in SPADE_UPSAMPLING:
+            raise ValueError(f'config.num_upsampling_layers={config.num_upsampling_layers!r} is not one of '
+                             f'{list(SPADE_UPSAMPLING)}')
+        h, w = build_models(config)[0].output_size
+        if not h or not w:
+            n = SPADE_UPSAMPLING[config.num_upsampling_layers]
+            raise ValueError(f'config.resolution={r} with aspect_ratio={config.aspect_ratio} and num_upsampling_layers='
+                             f'{config.num_upsampling_layers!r} leaves an empty latent grid ({h}x{w} outputs): SPADE '
+                             f'starts from resolution / 2**{n} columns and that / aspect_ratio rows; use a larger '
+                             'resolution or fewer upsampling layers')
 
 
 def method_config(config):
