@@ -189,6 +189,7 @@ class _Steps:
     """What every family's iteration shares: the per-device key, the compiled program (traces
     counted: one compilation for every step), batch sharding and replication."""
     batch_keys: tuple = ('A', 'B')
+    n_extra_args: int = 0  # replicated arguments after the batch (a frozen teacher's variables)
 
     def __init__(self, mesh, gen, disc, cfg, g_tx, d_tx):
         self.mesh, self.gen, self.disc, self.cfg = mesh, gen, disc, cfg
@@ -203,14 +204,16 @@ class _Steps:
         raise NotImplementedError
 
     def program(self):
-        """``fn(state, batch) -> (state, metrics)`` (``batch`` split over ``data``); donates the state."""
-        def counted(state, batch):  # runs once per trace, i.e. once per compilation
+        """``fn(state, batch, *extra) -> (state, metrics)`` (``batch`` split over ``data``, ``extra`` the
+        replicated :attr:`n_extra_args` arguments); donates the state."""
+        def counted(state, batch, *extra):  # runs once per trace, i.e. once per compilation
             self.traces += 1
             missing = [k for k in self.batch_keys if k not in batch]
             if missing:
                 raise KeyError(f'{type(self).__name__} needs batch keys {self.batch_keys}; missing {missing}')
-            return self.body(state, batch)
-        return sharding.per_device_program(counted, self.mesh, (P(), P(AXIS)), (P(), P()), donate_argnums=0,
+            return self.body(state, batch, *extra)
+        in_specs = (P(), P(AXIS)) + (P(),) * self.n_extra_args
+        return sharding.per_device_program(counted, self.mesh, in_specs, (P(), P()), donate_argnums=0,
                                            out_shardings=sharding.replicated(self.mesh))
 
     def shard_batch(self, local_batch):
@@ -391,3 +394,93 @@ class GauGANSteps(_Steps):
             step=state.step + 1, g_params=g_params, g_opt_state=g_opt_state, d_params=d_params,
             d_opt_state=d_opt_state, g_stats=jax.lax.pmean(g_stats, AXIS), d_stats=jax.lax.pmean(d_stats, AXIS))
         return state, jax.lax.pmean({**g_metrics, **d_metrics}, AXIS)
+
+
+# ---------------------------------------------------------------------------- GAN Compression
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    """GAN Compression's distiller options (``distillers/base_resnet_distiller.py``): ``paired`` is the
+    aligned mode (D sees input | output, the reconstruction is to the real target); unpaired, the
+    reconstruction is to the teacher's output (pseudo-pairs) and D sees outputs only. The upstream
+    scripts set e.g. CycleGAN horse2zebra lambda_recon 10, lambda_distill 0.01, lsgan."""
+    gan_mode: str = 'hinge'
+    lambda_gan: float = 1.
+    lambda_recon: float = 100.
+    lambda_distill: float = 1.
+    recon: str = 'l1'
+    paired: bool = True
+
+    def __post_init__(self):
+        _check_gan_mode(self.gan_mode)
+        if self.recon not in RECONS:
+            raise ValueError(f'recon={self.recon!r}; expected one of {RECONS}')
+
+
+class DistillSteps(_Steps):
+    """One iteration of GAN Compression's ``ResnetDistiller.optimize_parameters``::
+
+        T = teacher(A) (eval mode, frozen), S = student(A) (train mode), one forward each
+        D loss: 0.5 [gan(D(fake), False) + gan(D(real), True)], fake = (A |) S, real = (A |) B
+        G loss (D *before* its update, as the original steps both optimizers at the end):
+            lambda_gan gan(D(fake), True) + lambda_recon recon(S, B or T)
+            + lambda_distill sum_i MSE(adapter_i(S_i), T_i)
+
+    ``gen`` is the student, ``teacher`` the teacher (its variables are the program's third argument,
+    replicated and never updated), ``adapters`` the :class:`anycost_jax.losses.distill_img2img.Adapters`;
+    the state's ``g_params`` is ``{'student': ..., 'adapters': ...}`` (one optimizer over both, as the
+    original's)."""
+    n_extra_args = 1
+
+    def __init__(self, mesh, gen, teacher, disc, adapters, cfg: DistillConfig, g_tx, d_tx, mapping_layers):
+        super().__init__(mesh, gen, disc, cfg, g_tx, d_tx)
+        self.teacher, self.adapters, self.mapping_layers = teacher, adapters, tuple(mapping_layers)
+
+    def body(self, state: Img2ImgState, batch, teacher_vars):
+        from anycost_jax.losses import distill_img2img as distill
+        cfg, a, b = self.cfg, batch['A'], batch['B']
+        key = self.device_key(state)
+        t_out, t_new = self.teacher.apply(teacher_vars, a, train=False, mutable=['intermediates'])
+        t_out = jax.lax.stop_gradient(t_out)
+        t_acts = jax.lax.stop_gradient(distill.activations(t_new['intermediates'], self.mapping_layers))
+
+        def g_forward(g_params):
+            mutable = list(state.g_stats) + ['intermediates']
+            out, new = self.gen.apply({'params': g_params['student'], **state.g_stats}, a, train=True,
+                                      mutable=mutable, rngs={'dropout': key})
+            s_acts = distill.activations(new.pop('intermediates'), self.mapping_layers)
+            total, per = distill.distill_loss(self.adapters.apply({'params': g_params['adapters']}, s_acts), t_acts)
+            return (out, total), ({**state.g_stats, **new}, per)
+
+        (fake, distill_total), g_vjp, (g_stats, per_layer) = jax.vjp(
+            g_forward, sharding.varying(state.g_params), has_aux=True)
+
+        def d_in(x):
+            return jnp.concatenate([a, x], axis=-1) if cfg.paired else x
+
+        def d_loss(params):
+            pred_fake, stats = _run(self.disc, params, state.d_stats, d_in(jax.lax.stop_gradient(fake)))
+            pred_real, stats = _run(self.disc, params, stats, d_in(b))
+            lf, lr = losses.gan_loss(pred_fake, False, cfg.gan_mode), losses.gan_loss(pred_real, True, cfg.gan_mode)
+            return 0.5 * (lf + lr), (stats, {'D_fake': lf, 'D_real': lr})
+
+        (_, (d_stats, d_metrics)), d_grads = jax.value_and_grad(d_loss, has_aux=True)(
+            sharding.varying(state.d_params))
+
+        def g_loss(fake):  # D's parameters before its update
+            pred, stats = _run(self.disc, state.d_params, d_stats, d_in(fake))
+            gan = losses.gan_loss(pred, True, cfg.gan_mode, for_discriminator=False) * cfg.lambda_gan
+            recon = recon_loss(fake, b if cfg.paired else t_out, cfg.recon) * cfg.lambda_recon
+            return gan + recon, (stats, {'G_gan': gan, 'G_recon': recon})
+
+        (_, (d_stats, g_metrics)), d_fake = jax.value_and_grad(g_loss, has_aux=True)(fake)
+        g_grads, = g_vjp((d_fake, sharding.varying(jnp.asarray(cfg.lambda_distill, distill_total.dtype))))
+        d_params, d_opt_state = _update(self.d_tx, d_grads, state.d_opt_state, state.d_params)
+        g_params, g_opt_state = _update(self.g_tx, g_grads, state.g_opt_state, state.g_params)
+        metrics = {**d_metrics, **g_metrics, 'G_distill': distill_total * cfg.lambda_distill,
+                   **{f'G_distill{i}': v for i, v in enumerate(per_layer)}}
+        state = state.replace(
+            step=state.step + 1, g_params=g_params, g_opt_state=g_opt_state, d_params=d_params,
+            d_opt_state=d_opt_state, g_stats=jax.lax.pmean(g_stats, AXIS), d_stats=jax.lax.pmean(d_stats, AXIS))
+        return state, jax.lax.pmean(metrics, AXIS)

@@ -87,7 +87,9 @@ class ResnetGenerator(nn.Module):
     * ``widths``: int array ``[L]`` or ``[N, L]`` (per sample), traced: masks, one compiled
       program for any widths.
 
-    ``train``: dropout on (needs a 'dropout' rng) and batch norm on batch statistics.
+    ``train``: dropout on (needs a 'dropout' rng) and batch norm on batch statistics. With the
+    ``intermediates`` collection mutable, the input of the residual stack (``residual_in``) and every
+    block's output (``block{b}_out``) are sown (tuples of one array), at the residual width.
     """
     input_nc: int = 3
     output_nc: int = 3
@@ -145,9 +147,12 @@ class ResnetGenerator(nn.Module):
             h = Conv2d(full[i - 1], full[i], 3, stride=2, padding=1, use_bias=use_bias, name=name)(
                 h, live[i], masks[i])
             h = norm(h, i, f'{name}_norm')
+        # GAN Compression's distillation reads these (``mutable=['intermediates']``; free otherwise)
+        self.sow('intermediates', 'residual_in', h)
         for b in range(n):
             h = ResnetBlock(full[2], full[3 + b], self.mobile, self.norm, self.dropout_rate, self.padding_type,
                             name=f'block{b}')(h, live[3 + b], masks[3 + b], masks[2], train)
+            self.sow('intermediates', f'block{b}_out', h)
         for i, name in ((n + 3, 'up1'), (n + 4, 'up2')):
             h = ConvTranspose2d(full[i - 1] if i > n + 3 else full[2], full[i], use_bias=use_bias, name=name)(
                 h, live[i], masks[i])

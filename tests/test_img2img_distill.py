@@ -1,0 +1,114 @@
+"""GAN Compression's distillation of a fixed student (``ResnetDistiller.optimize_parameters``, paired
+and with pseudo-pairs) against the original: two iterations from the same weights and batches, and
+every gradient of the first (tests/fixtures/make_img2img_train_fixture.py)."""
+import os
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from anycost_jax import convert, sharding
+from anycost_jax.convert.torch_io import load_torch_file
+from anycost_jax.losses import distill_img2img as distill
+from anycost_jax.models.img2img import MobileResnetGenerator
+from anycost_jax.train import img2img_steps as steps_lib
+from tests.test_img2img_cycle_gaugan import LR, _check_after, _check_gradients, _nhwc, _run, expected  # noqa: F401
+
+FIX = os.path.join(os.path.dirname(__file__), 'fixtures')
+
+
+def _adapters_from_fixture(tag):
+    """The fixture's four 1x1 adapters: torch ``weight`` [out, in, 1, 1] -> our kernel [1, 1, in, out]."""
+    params = {}
+    for i in range(4):
+        sd = load_torch_file(os.path.join(FIX, f'img2img_{tag}_A{i}.pth'))
+        params[f'adapter{i}'] = {'kernel': np.asarray(sd['weight']).transpose(2, 3, 1, 0),
+                                 'bias': np.asarray(sd['bias'])}
+    return params
+
+
+def _setup(tag, paired, g_tx, d_tx):
+    path = lambda n: os.path.join(FIX, f'img2img_{tag}_{n}.pth')  # noqa: E731
+    teacher, t_vars = convert.load_img2img_generator(path('T'), netG='mobile_resnet_9blocks')
+    student, s_vars = convert.load_img2img_generator(path('S'), netG='mobile_resnet_9blocks')
+    disc, d_vars = convert.load_img2img_discriminator(path('D'))
+    adapters = distill.Adapters((4 * student.ngf,) * 4, (4 * teacher.ngf,) * 4)
+    cfg = steps_lib.DistillConfig(gan_mode='hinge' if paired else 'lsgan', lambda_recon=10., lambda_distill=0.5,
+                                  paired=paired)
+    steps = steps_lib.DistillSteps(sharding.data_mesh(1), student, teacher, disc, adapters, cfg, g_tx, d_tx,
+                                   distill.resnet_mapping_layers(9))
+    g_vars = {'params': {'student': s_vars['params'], 'adapters': _adapters_from_fixture(tag)}}
+    state = steps.replicate(steps_lib.create_state(jax.random.key(0), g_vars, d_vars, g_tx, d_tx))
+    return steps, state, student, s_vars, disc, d_vars, steps.replicate(t_vars)
+
+
+def _train(expected, tag, paired, g_tx, d_tx, iterations):
+    steps, state, student, s_vars, disc, d_vars, t_vars = _setup(tag, paired, g_tx, d_tx)
+    program, metrics = steps.program(), []
+    for it in range(iterations):
+        batch = {k: _nhwc(expected[f'{tag}_{k}_{it}']) for k in 'AB'}
+        state, m = program(state, steps.shard_batch(batch), t_vars)
+        metrics.append(jax.device_get(m))
+    assert steps.traces == 1
+    return state, metrics, student, s_vars, disc, d_vars
+
+
+def _nets(state, student, s_vars, disc, d_vars):
+    return {'S': (student, s_vars, {'params': state.g_params['student'], **state.g_stats}),
+            'D': (disc, d_vars, {'params': state.d_params, **state.d_stats})}
+
+
+def _check_adapters(expected, tag, state, before, kind, lr=None):
+    """The adapters' updates (``kind`` 'after': Adam, to 1% of the largest) or gradients ('grad0': SGD 1)."""
+    after = jax.device_get(state.g_params['adapters'])
+    for i in range(4):
+        for ours, theirs_key, start, layout in (
+                (after[f'adapter{i}']['kernel'], f'A{i}.weight', before[f'adapter{i}']['kernel'], (3, 2, 0, 1)),
+                (after[f'adapter{i}']['bias'], f'A{i}.bias', before[f'adapter{i}']['bias'], None)):
+            d_ours = (ours - start) if layout is None else (ours - start).transpose(layout)
+            theirs = expected[f'{tag}_{kind}_{theirs_key}']
+            if kind == 'after':
+                start_t = start if layout is None else start.transpose(layout)
+                d_theirs = theirs - start_t
+                assert np.abs(d_ours - d_theirs).max() <= 1e-2 * np.abs(d_theirs).max(), (i, theirs_key)
+            else:
+                np.testing.assert_allclose(-d_ours, theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max(),
+                                           err_msg=theirs_key)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('tag,paired', [('dst', True), ('dsu', False)])
+def test_distillation_two_iterations_match_the_original(expected, tag, paired):
+    """The losses (GAN, reconstruction to the target or to the teacher's output, the four layers'
+    distillation MSEs), and every update of the student, the adapters and D."""
+    state, metrics, student, s_vars, disc, d_vars = _train(expected, tag, paired, steps_lib.adam(LR),
+                                                           steps_lib.adam(LR), 2)
+    for it, m in enumerate(metrics):
+        for name in ('G_gan', 'G_recon', 'G_distill', 'D_fake', 'D_real', *[f'G_distill{i}' for i in range(4)]):
+            np.testing.assert_allclose(m[name], expected[f'{tag}_loss_{it}.{name}'], rtol=2e-4, err_msg=(it, name))
+    _check_after(expected, tag, _nets(state, student, s_vars, disc, d_vars), LR)
+    _check_adapters(expected, tag, state, _adapters_from_fixture(tag), 'after')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('tag,paired', [('dst', True), ('dsu', False)])
+def test_distillation_gradients_match_the_original(expected, tag, paired):
+    """Every gradient of the first iteration (SGD at rate 1: the step is minus the gradient): the
+    student's and adapters' through GAN (D before its update), reconstruction and distillation; D's."""
+    state, _, student, s_vars, disc, d_vars = _train(expected, tag, paired, optax.sgd(1.), optax.sgd(1.), 1)
+    _check_gradients(expected, tag, _nets(state, student, s_vars, disc, d_vars))
+    _check_adapters(expected, tag, state, _adapters_from_fixture(tag), 'grad0')
+
+
+def test_mapping_layers_are_sown_at_the_residual_width():
+    gen = MobileResnetGenerator(ngf=2, n_blocks=9)
+    x = np.zeros((1, 16, 16, 3), np.float32)
+    v = gen.init(jax.random.key(0), x)
+    _, new = gen.apply(v, x, mutable=['intermediates'])
+    acts = distill.activations(new['intermediates'], distill.resnet_mapping_layers(9))
+    assert [a.shape for a in acts] == [(1, 4, 4, 8)] * 4
+    with pytest.raises(ValueError, match='n_blocks=6: GAN Compression distills 9-block'):
+        distill.resnet_mapping_layers(6)
+    with pytest.raises(KeyError, match="not \\['block9_out'\\]"):
+        distill.activations(new['intermediates'], ['block9_out'])
