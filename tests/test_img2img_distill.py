@@ -112,3 +112,22 @@ def test_mapping_layers_are_sown_at_the_residual_width():
         distill.resnet_mapping_layers(6)
     with pytest.raises(KeyError, match="not \\['block9_out'\\]"):
         distill.activations(new['intermediates'], ['block9_out'])
+
+
+@pytest.mark.parametrize('tag,netG', [('prune_mobile', 'mobile_resnet_9blocks'), ('prune_resnet', 'resnet_9blocks')])
+def test_l1_pruning_is_the_originals_load_pretrained_weight(tag, netG):
+    """ngf 8 -> 4: every kept filter, in the original's order (largest L1 first), the residual stream's
+    channels carried through all nine blocks; the pruned network equal to the original's, tensor for tensor."""
+    from anycost_jax.convert import img2img as img2img_convert
+    from anycost_jax.convert import table as table_lib
+    from anycost_jax.models.img2img import resnet
+    wide, w_vars = convert.load_img2img_generator(os.path.join(FIX, f'img2img_{tag}_wide.pth'), netG=netG)
+    narrow, n_vars = resnet.prune(wide, w_vars, 4)
+    assert narrow.ngf == 4 and narrow.mobile == wide.mobile
+    ours = table_lib.to_state_dict(jax.device_get(n_vars), img2img_convert._table_of(narrow))
+    theirs = load_torch_file(os.path.join(FIX, f'img2img_{tag}_narrow.pth'))
+    assert set(ours) == set(theirs)
+    for k in theirs:
+        np.testing.assert_array_equal(ours[k], np.asarray(theirs[k]), err_msg=k)
+    with pytest.raises(ValueError, match='ngf=16 is wider'):
+        resnet.prune(wide, w_vars, 16)

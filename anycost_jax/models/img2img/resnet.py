@@ -176,4 +176,17 @@ def export(gen: ResnetGenerator, variables: dict, config: Union[str, Sequence[in
     return sub, elastic_core.export_module(sub, variables, x)
 
 
-__all__ = ['ResnetGenerator', 'MobileResnetGenerator', 'ResnetBlock', 'export']
+def prune(gen: ResnetGenerator, variables: dict, ngf: int):
+    """GAN Compression's pre-distillation: the generator at base width ``ngf`` whose filters are ``gen``'s
+    of largest L1 norm (:func:`anycost_jax.elastic.prune.l1_prune_resnet`): ``(generator, variables)``."""
+    from anycost_jax.elastic import prune as prune_lib
+    if gen.widths is not None:
+        raise ValueError('prune a full-width generator (this one is a sub-network: widths are set)')
+    if ngf > gen.ngf:
+        raise ValueError(f'ngf={ngf} is wider than the generator pruned from (ngf={gen.ngf})')
+    small = gen.clone(ngf=ngf)
+    params = prune_lib.l1_prune_resnet(variables['params'], small.full_widths, gen.n_blocks, gen.mobile)
+    return small, {**variables, 'params': params}
+
+
+__all__ = ['ResnetGenerator', 'MobileResnetGenerator', 'ResnetBlock', 'export', 'prune']
