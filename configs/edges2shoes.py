@@ -4,7 +4,10 @@ r"""pix2pix on edges2shoes-r, as GAN Compression trains its teacher (Li et al., 
 original's ``scripts/pix2pix/edges2shoes-r/train_full.sh``: hinge GAN loss, L1 x 100, a 3-layer
 PatchGAN of ndf 128, Adam 2e-4 (0.5, 0.999), batch 4, 5 epochs + 15 of linear decay,
 resize_and_crop 286 -> 256 with flips. ``mobile``: the same with the MobileNet-ResNet generator
-(mobile_resnet_9blocks), GAN Compression's starting point for distillation.
+(mobile_resnet_9blocks), GAN Compression's starting point for distillation. ``distill`` (its
+``distill.sh``): a MobileNet-ResNet student of ngf 48 pruned from the mobile teacher by L1 norm and
+distilled from it (L1 x 100 to the real photos, hinge, feature distillation x 1 through four 1x1
+adapters), its D from the teacher's; pass ``--config.teacher=runs/edges2shoes_mobile``.
 
 Data: the pix2pix release of edges2shoes-r (``<dir>/train/*.jpg``, ``<dir>/val/*.jpg``, each image
 edges | photo side by side), read from ``--config.manual_dir`` and prepared once into TFDS
@@ -15,18 +18,21 @@ the val photos' Inception statistics). The original trained on one GPU for about
 
     python launch/train.py --config=configs/edges2shoes.py --workdir=runs/edges2shoes \
         --config.manual_dir=/data/edges2shoes-r --config.data_dir=~/tensorflow_datasets
+    python launch/train.py --config=configs/edges2shoes.py:distill --workdir=runs/edges2shoes_distill \
+        --config.manual_dir=/data/edges2shoes-r --config.teacher=runs/edges2shoes_mobile
 """
-from anycost_jax.train import img2img
+from anycost_jax.train import gan_compression, img2img
 
 
 def get_config(arg: str = ''):
     arg = arg or 'full'
-    if arg not in ('full', 'mobile'):
-        raise ValueError(f"configs/edges2shoes.py:{arg}: expected 'full' or 'mobile'")
-    c = img2img.base_config('pix2pix')
+    if arg not in ('full', 'mobile', 'distill'):
+        raise ValueError(f"configs/edges2shoes.py:{arg}: expected 'full', 'mobile' or 'distill'")
+    c = gan_compression.base_config() if arg == 'distill' else img2img.base_config('pix2pix')
     c.name = f'edges2shoes_{arg}'
     c.dataset, c.train_split, c.test_split = 'paired_images/edges2shoes-r', 'train', 'val'
-    c.netG = 'resnet' if arg == 'full' else 'mobile_resnet'
+    if arg != 'distill':
+        c.netG = 'resnet' if arg == 'full' else 'mobile_resnet'
     c.batch_size = 4
     # 5 + 15 epochs of the 49825 training pairs at batch 4
     c.num_steps = 20 * (49825 // 4)

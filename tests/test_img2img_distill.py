@@ -131,3 +131,63 @@ def test_l1_pruning_is_the_originals_load_pretrained_weight(tag, netG):
         np.testing.assert_array_equal(ours[k], np.asarray(theirs[k]), err_msg=k)
     with pytest.raises(ValueError, match='ngf=16 is wider'):
         resnet.prune(wide, w_vars, 16)
+
+
+# --------------------------------------------------------------------------- the distill stage on the trainer
+
+
+def _teacher_run(tmp_path, method='pix2pix'):
+    from anycost_jax.train import trainer
+    from tests.test_img2img_train import _tiny_config
+    c = _tiny_config(method, n_blocks=9, ngf=4, netG='mobile_resnet', num_steps=2)
+    trainer.train_and_evaluate(c, str(tmp_path / 'teacher'))
+    return str(tmp_path / 'teacher')
+
+
+def _distill_config(teacher, dataset='shapes_img2img/labels2image', **kw):
+    from anycost_jax.train import gan_compression
+    c = gan_compression.base_config()
+    c.dataset, c.teacher, c.student_ngf = dataset, teacher, 2
+    c.resolution, c.ndf, c.n_layers_D = 16, 4, 1
+    c.batch_size, c.train_examples, c.num_steps = 8, 24, 4
+    c.log_every, c.sample_every, c.checkpoint_every, c.n_samples = 2, 4, 2, 2
+    if dataset.endswith('recolor'):
+        c.gan_mode, c.lambda_recon, c.lambda_distill = 'lsgan', 10., 0.01
+    c.update(kw)
+    return c
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('method,dataset', [('pix2pix', 'shapes_img2img/labels2image'),
+                                            ('cycle_gan', 'shapes_img2img/recolor')])
+def test_distill_stage_from_a_teacher_run_resumes_exactly_and_exports(tmp_path, method, dataset):
+    """The student pruned from the teacher run's generator, D from its discriminator; 4 steps straight
+    equal 2 + 2 resumed, bit for bit; the exported student is the narrower MobileNet-ResNet."""
+    from anycost_jax.train import trainer
+    teacher = _teacher_run(tmp_path, method)
+    straight = trainer.train_and_evaluate(_distill_config(teacher, dataset), str(tmp_path / 'a'))
+    trainer.train_and_evaluate(_distill_config(teacher, dataset, num_steps=2), str(tmp_path / 'b'))
+    resumed = trainer.train_and_evaluate(_distill_config(teacher, dataset), str(tmp_path / 'b'))
+    for x, y in zip(jax.tree.leaves(sharding.local_copy((straight.g_params, straight.d_params))),
+                    jax.tree.leaves(sharding.local_copy((resumed.g_params, resumed.d_params)))):
+        np.testing.assert_array_equal(x, y)
+    gen, g_vars = convert.load_img2img_generator(os.path.join(tmp_path, 'a', 'generator'))
+    assert gen.mobile and gen.ngf == 2 and gen.n_blocks == 9
+    assert os.listdir(os.path.join(tmp_path, 'a', 'samples'))
+    with pytest.raises(ValueError, match='student_ngf=8 is wider'):
+        trainer.train_and_evaluate(_distill_config(teacher, dataset, student_ngf=8), str(tmp_path / 'c'))
+
+
+def test_distill_config_errors(tmp_path):
+    from anycost_jax.train import trainer
+    with pytest.raises(ValueError, match='config.teacher is empty'):
+        trainer.train_and_evaluate(_distill_config(''), str(tmp_path / 'a'))
+    from anycost_jax.models.img2img import MobileResnetGenerator
+    gen = MobileResnetGenerator(ngf=4)
+    v = gen.init(jax.random.key(0), np.zeros((1, 16, 16, 3), np.float32))
+    path = str(tmp_path / 'latest_net_G.pth')
+    convert.save_img2img_generator(path, gen, v)
+    with pytest.raises(ValueError, match='config.discriminator is empty'):
+        trainer.train_and_evaluate(_distill_config(path), str(tmp_path / 'b'))
+    with pytest.raises(ValueError, match="method='supernet'"):
+        trainer.train_and_evaluate(_distill_config(path, method='supernet'), str(tmp_path / 'c'))
