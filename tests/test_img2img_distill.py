@@ -191,3 +191,68 @@ def test_distill_config_errors(tmp_path):
         trainer.train_and_evaluate(_distill_config(path), str(tmp_path / 'b'))
     with pytest.raises(ValueError, match="method='supernet'"):
         trainer.train_and_evaluate(_distill_config(path, method='supernet'), str(tmp_path / 'c'))
+
+
+# --------------------------------------------------------------------------- once-for-all supernet
+
+
+def _train_supernet(expected, g_tx, d_tx, iterations):
+    from anycost_jax.elastic import img2img as rules
+    import jax.numpy as jnp
+    path = lambda n: os.path.join(FIX, f'img2img_sup_{n}.pth')  # noqa: E731
+    teacher, t_vars = convert.load_img2img_generator(path('T'), netG='mobile_resnet_9blocks')
+    student, s_vars = convert.load_img2img_generator(path('S'), netG='super_mobile_resnet_9blocks')
+    disc, d_vars = convert.load_img2img_discriminator(path('D'))
+    adapters = distill.Adapters((4 * student.ngf,) * 4, (4 * teacher.ngf,) * 4)
+    table = rules.resnet_widths_of_entries(jnp.asarray(expected['sup_configs']))  # the fixture's two configs
+    steps = steps_lib.DistillSteps(sharding.data_mesh(1), student, teacher, disc, adapters,
+                                   steps_lib.DistillConfig(), g_tx, d_tx, distill.resnet_mapping_layers(9),
+                                   sample_widths=lambda key, step: table[step])
+    g_vars = {'params': {'student': s_vars['params'], 'adapters': _adapters_from_fixture('sup')}}
+    state = steps.replicate(steps_lib.create_state(jax.random.key(0), g_vars, d_vars, g_tx, d_tx))
+    program, metrics = steps.program(), []
+    for it in range(iterations):
+        state, m = program(state, steps.shard_batch({k: _nhwc(expected[f'sup_{k}_{it}']) for k in 'AB'}),
+                           steps.replicate(t_vars))
+        metrics.append(jax.device_get(m))
+    assert steps.traces == 1  # two configurations, one compiled program
+    return state, metrics, student, s_vars, disc, d_vars
+
+
+@pytest.mark.slow
+def test_supernet_iterations_match_the_original(expected):
+    """ResnetSupernet.optimize_parameters at two configurations (one per iteration): masks in one
+    program against the original's sliced super network: losses, updates, first-iteration gradients."""
+    state, metrics, student, s_vars, disc, d_vars = _train_supernet(expected, steps_lib.adam(LR), steps_lib.adam(LR), 2)
+    for it, m in enumerate(metrics):
+        for name in ('G_gan', 'G_recon', 'G_distill', 'D_fake', 'D_real', *[f'G_distill{i}' for i in range(4)]):
+            np.testing.assert_allclose(m[name], expected[f'sup_loss_{it}.{name}'], rtol=2e-4, err_msg=(it, name))
+    _check_after(expected, 'sup', _nets(state, student, s_vars, disc, d_vars), LR)
+    _check_adapters(expected, 'sup', state, _adapters_from_fixture('sup'), 'after')
+    state, *_ = _train_supernet(expected, optax.sgd(1.), optax.sgd(1.), 1)
+    _check_gradients(expected, 'sup', _nets(state, student, s_vars, disc, d_vars))
+    _check_adapters(expected, 'sup', state, _adapters_from_fixture('sup'), 'grad0')
+
+
+def test_search_spaces_and_sampling():
+    """The original's spaces and its weights; the sampler draws every candidate of every entry, as
+    per-layer widths, and with weights favours the candidates the original's weights favour."""
+    from anycost_jax.elastic import img2img as rules
+    assert rules.largest_config('channels-48') == (48, 48, 48, 48, 48, 48, 48, 48)
+    assert rules.smallest_config('channels-48') == (32, 32, 32, 32, 32, 32, 16, 16)
+    assert rules.sampling_weights(3, 1.) is None
+    assert rules.sampling_weights(3, 2., 'arithmetic') == [2., 3., 4.]
+    assert rules.sampling_weights(3, 2., 'geometric') == [1., 2., 4.]
+    sample = jax.jit(jax.vmap(rules.resnet_sampler('channels-48')))
+    w = np.asarray(sample(jax.random.split(jax.random.key(0), 2000)))
+    assert w.shape == (2000, 14)
+    assert set(w[:, 0]) == {48, 32} and set(w[:, 2]) == {4 * c for c in (48, 40, 32)}
+    assert set(w[:, 12]) == {2 * c for c in (48, 32, 24, 16)}
+    np.testing.assert_array_equal(w[:, 3], w[:, 5])  # blocks 0-2 share an entry
+    weighted = np.asarray(jax.jit(jax.vmap(rules.resnet_sampler('channels-48', weighted_sample=2.)))(
+        jax.random.split(jax.random.key(1), 4000)))
+    # entry 0 (48, 32) has weights (1, 2): 32 about twice as often; uniform: about as often
+    assert 1.7 < (weighted[:, 0] == 32).mean() / (weighted[:, 0] == 48).mean() < 2.3
+    assert 0.85 < (w[:, 0] == 32).mean() / (w[:, 0] == 48).mean() < 1.15
+    with pytest.raises(ValueError, match="'channels-99' is not one of"):
+        rules.search_space('channels-99')

@@ -85,6 +85,60 @@ def resolve_resnet_config(config: Config, full: Sequence[int], legacy: bool = Fa
     return check_resnet_widths(config, full)
 
 
+# --------------------------------------------------------------------------- search spaces
+
+# GAN Compression's ResNet search spaces (configs/resnet_configs.py): candidates of each of the 8 config
+# entries, in the original's order (which its weighted sampling depends on)
+RESNET_SEARCH_SPACES = {
+    'channels-48': ((48, 32), (48, 32), (48, 40, 32), (48, 40, 32), (48, 40, 32), (48, 40, 32),
+                    (48, 32, 24, 16), (48, 32, 24, 16)),
+    'channels-32': ((32, 24, 16),) * 8,
+    'channels-64-cycleGAN': ((64, 48, 32, 24, 16),) * 8,
+    'channels-64-pix2pix': ((64, 56, 48, 40, 32, 24, 16),) * 8,
+}
+WEIGHT_STRATEGIES = ('arithmetic', 'geometric')
+
+
+def search_space(space) -> tuple[tuple[int, ...], ...]:
+    """A named space (:data:`RESNET_SEARCH_SPACES`) or an explicit tuple of 8 candidate lists."""
+    if isinstance(space, str):
+        if space not in RESNET_SEARCH_SPACES:
+            raise ValueError(f'search space {space!r} is not one of {sorted(RESNET_SEARCH_SPACES)}')
+        return RESNET_SEARCH_SPACES[space]
+    space = tuple(tuple(int(c) for c in entry) for entry in space)
+    if len(space) != 8 or not all(space):
+        raise ValueError(f'a ResNet search space has 8 non-empty candidate lists, got {space}')
+    return space
+
+
+def sampling_weights(n: int, weighted_sample: float = 1., strategy: str = 'arithmetic'):
+    """The original's ``ChannelConfigs.sample`` weights of an entry's ``n`` candidates (in their listed
+    order), or None (uniform) for ``weighted_sample`` <= 1: arithmetic ``(n-1)/(w-1) + i``, geometric
+    ``w ** i``."""
+    if weighted_sample <= 1.0001:
+        return None
+    if strategy == 'arithmetic':
+        return [(n - 1) / (weighted_sample - 1) + i for i in range(n)]
+    if strategy == 'geometric':
+        return [weighted_sample ** i for i in range(n)]
+    raise ValueError(f'weight strategy {strategy!r} is not one of {WEIGHT_STRATEGIES}')
+
+
+def largest_config(space) -> tuple[int, ...]:
+    return tuple(max(e) for e in search_space(space))
+
+
+def smallest_config(space) -> tuple[int, ...]:
+    return tuple(min(e) for e in search_space(space))
+
+
+def resnet_entry_layout(n_blocks: int = 9):
+    """(entry index, factor) of each per-layer width under an 8-entry config: widths = factor * entry."""
+    entries = [0, 1, 2] + [3 + g for g in block_groups(n_blocks)] + [6, 7]
+    factors = [1, 2, 4] + [4] * n_blocks + [2, 1]
+    return entries, factors
+
+
 # --------------------------------------------------------------------------- SPADE
 
 SPADE_UPSAMPLING = {'normal': 5, 'more': 6, 'most': 7}
@@ -139,3 +193,31 @@ def resolve_spade_config(config: Config, full: Sequence[int], num_upsampling_lay
             raise ValueError(f'config {config if isinstance(config, str) else format_config(config)!r} gives '
                              f'per-layer widths {list(widths)}: {e}') from None
     return check_widths(config, full, name='SPADE generator widths', layout=layout)
+
+
+def resnet_widths_of_entries(entries, n_blocks: int = 9):
+    """Traced per-layer widths ``[L]`` (or ``[N, L]``) of 8-entry configs ``[8]`` (``[N, 8]``): jnp."""
+    import jax.numpy as jnp
+    idx, factors = resnet_entry_layout(n_blocks)
+    return jnp.asarray(entries)[..., jnp.asarray(idx)] * jnp.asarray(factors, jnp.int32)
+
+
+def resnet_sampler(space, n_blocks: int = 9, weighted_sample: float = 1., strategy: str = 'arithmetic'):
+    """``sample(key, step) -> int32 [L]``: one sub-network of ``space`` (each entry drawn independently,
+    uniformly or with the original's weights), as per-layer widths, traced."""
+    import jax
+    import jax.numpy as jnp
+    space = search_space(space)
+    n = max(len(e) for e in space)
+    cands = jnp.asarray([list(e) + [0] * (n - len(e)) for e in space], jnp.int32)
+    logits = []
+    for e in space:
+        w = sampling_weights(len(e), weighted_sample, strategy) or [1.] * len(e)
+        logits.append([float(jnp.log(v)) for v in w] + [-jnp.inf] * (n - len(e)))
+    logits = jnp.asarray(logits, jnp.float32)
+
+    def sample(key, step=None):
+        del step
+        choice = jax.random.categorical(key, logits, axis=-1)  # [8]
+        return resnet_widths_of_entries(jnp.take_along_axis(cands, choice[:, None], axis=1)[:, 0], n_blocks)
+    return sample

@@ -430,12 +430,19 @@ class DistillSteps(_Steps):
     ``gen`` is the student, ``teacher`` the teacher (its variables are the program's third argument,
     replicated and never updated), ``adapters`` the :class:`anycost_jax.losses.distill_img2img.Adapters`;
     the state's ``g_params`` is ``{'student': ..., 'adapters': ...}`` (one optimizer over both, as the
-    original's)."""
+    original's).
+
+    ``sample_widths(key, step) -> int [L]``: once-for-all supernet training (``ResnetSupernet``):
+    every device draws its own sub-network each step (its own key), run as masks, so one compiled
+    program serves every configuration; the adapters read the masked activations (dead channels
+    zero), which is the original's ``SuperConv2d`` on the sliced ones."""
     n_extra_args = 1
 
-    def __init__(self, mesh, gen, teacher, disc, adapters, cfg: DistillConfig, g_tx, d_tx, mapping_layers):
+    def __init__(self, mesh, gen, teacher, disc, adapters, cfg: DistillConfig, g_tx, d_tx, mapping_layers,
+                 sample_widths: Optional[Callable] = None):
         super().__init__(mesh, gen, disc, cfg, g_tx, d_tx)
         self.teacher, self.adapters, self.mapping_layers = teacher, adapters, tuple(mapping_layers)
+        self.sample_widths = sample_widths
 
     def body(self, state: Img2ImgState, batch, teacher_vars):
         from anycost_jax.losses import distill_img2img as distill
@@ -445,10 +452,13 @@ class DistillSteps(_Steps):
         t_out = jax.lax.stop_gradient(t_out)
         t_acts = jax.lax.stop_gradient(distill.activations(t_new['intermediates'], self.mapping_layers))
 
+        # supernet training: this device's sub-network, as traced widths (masks)
+        kw = {} if self.sample_widths is None else {'widths': self.sample_widths(jax.random.fold_in(key, 1), state.step)}
+
         def g_forward(g_params):
             mutable = list(state.g_stats) + ['intermediates']
             out, new = self.gen.apply({'params': g_params['student'], **state.g_stats}, a, train=True,
-                                      mutable=mutable, rngs={'dropout': key})
+                                      mutable=mutable, rngs={'dropout': key}, **kw)
             s_acts = distill.activations(new.pop('intermediates'), self.mapping_layers)
             total, per = distill.distill_loss(self.adapters.apply({'params': g_params['adapters']}, s_acts), t_acts)
             return (out, total), ({**state.g_stats, **new}, per)
