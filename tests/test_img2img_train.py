@@ -286,7 +286,6 @@ def test_fid_walks_the_held_out_split(tmp_path, method, direction):
     the generator's outputs on every held-out input and of the real targets, computed here by
     hand; the real statistics are written once and read back."""
     from anycost_jax.eval import fid as fid_lib
-    from anycost_jax.eval import img2img as eval_lib
     from anycost_jax.train import img2img
     from tests.test_fid import tiny_extractor
     c = _tiny_config(method, test_examples=8)
@@ -297,7 +296,7 @@ def test_fid_walks_the_held_out_split(tmp_path, method, direction):
         g_vars = g_vars[side]
     gen, _ = img2img.build_models(c)
     stats = str(tmp_path / 'real.npz')
-    value = eval_lib.fid(c, gen, g_vars, extractor, direction=direction, batch_size=4, stats_path=stats)
+    value = img2img.fid(c, gen, g_vars, extractor, direction=direction, batch_size=4, stats_path=stats)
     test = img2img.test_batch(_tiny_config(method, test_examples=8, n_samples=8))  # all 8 held-out examples
     x = img2img.generator_input(c, test) if method != 'cycle_gan' else test[side]
     real = test['image'] if method == 'gaugan' else test[{'A': 'B', 'B': 'A'}[side]]
@@ -305,11 +304,11 @@ def test_fid_walks_the_held_out_split(tmp_path, method, direction):
     want = fake.fid(fid_lib.FIDStats.from_features(extractor(real)))
     np.testing.assert_allclose(value, want, rtol=1e-6)
     assert os.path.isfile(stats)
-    again = eval_lib.fid(c, gen, g_vars, extractor, direction=direction, batch_size=4, stats_path=stats)
+    again = img2img.fid(c, gen, g_vars, extractor, direction=direction, batch_size=4, stats_path=stats)
     np.testing.assert_allclose(again, value, rtol=1e-6)
     if method != 'cycle_gan':
         with pytest.raises(ValueError, match="translates one way; direction='BtoA'"):
-            eval_lib.fid(c, gen, g_vars, extractor, direction='BtoA')
+            img2img.fid(c, gen, g_vars, extractor, direction='BtoA')
 
 
 def test_sizes_the_generator_cannot_make_are_refused(tmp_path):

@@ -284,6 +284,76 @@ def test_batch(config) -> dict:
         return stream.batch_at(0)
 
 
+DIRECTIONS = ('AtoB', 'BtoA')
+
+
+class _OneDomain:
+    """A single-domain ('image') source read as paired A = B, so a PairedStream walks it in order."""
+
+    def __init__(self, source):
+        self.source = source
+
+    @property
+    def keys(self):
+        return ('A', 'B')
+
+    def __len__(self):
+        return len(self.source)
+
+    def get(self, indices, pool=None):
+        images = self.source.get(indices, pool)['image']
+        return {'A': images, 'B': images}
+
+
+def fid_streams(config, split: str, direction: str, batch: int):
+    """``(inputs, key of the generator's input or None for SPADE's semantic input, targets, key of the
+    real images)``: in-order walks of ``split`` for FID (evaluation preprocessing)."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f'direction={direction!r} is not one of {DIRECTIONS}')
+    source = source_of(config, split)
+    common = dict(process_index=None, process_count=None, prefetch=1)
+    if config.method != 'cycle_gan':
+        if direction != 'AtoB':
+            raise ValueError(f'{config.method} translates one way; direction={direction!r} is for CycleGAN '
+                             '(set config.direction to train the other way)')
+        stream = make_stream(config, split, 0, batch, train=False, source=source, **common)
+        return stream, None, stream, 'image' if config.method == 'gaugan' else 'B'
+    if isinstance(source, pipe.UnpairedSource):
+        src, real = (source.a, source.b) if direction == 'AtoB' else (source.b, source.a)
+        src, real = _OneDomain(src), _OneDomain(real)
+    else:  # procedural recolor's test split: paired A / B
+        src = real = source
+
+    def walk(s):  # in order, no unpaired draws
+        return pipe.PairedStream(s, global_batch=batch, seed=config.seed, start_step=0,
+                                 preprocess=preprocess_of(config, train=False), name=f'{config.dataset} ({split})',
+                                 **common)
+    inputs = walk(src)
+    targets = inputs if real is src else walk(real)
+    key_in, key_real = ('A', 'B') if direction == 'AtoB' or real is not src else ('B', 'A')
+    return inputs, key_in, targets, key_real
+
+
+def fid(config, gen, variables: dict, extractor, *, split=None, direction: str = 'AtoB', batch_size: int = 8,
+        real=None, stats_path=None) -> float:
+    """FID of ``gen`` (CycleGAN: the generator of ``direction``) on ``split`` (default ``test_split``):
+    :func:`anycost_jax.eval.img2img.fid` on this config's streams."""
+    from anycost_jax.eval import img2img as eval_lib
+    split = split or config.test_split
+    batch = batch_size - batch_size % jax.process_count() or jax.process_count()
+    inputs, key_in, targets, key_real = fid_streams(config, split, direction, batch)
+    apply = _apply(gen)
+    try:
+        return eval_lib.fid(lambda x: apply(variables, x), inputs,
+                            (lambda b: generator_input(config, b)) if key_in is None else (lambda b: b[key_in]),
+                            targets, key_real, extractor, batch=batch, real=real, stats_path=stats_path,
+                            label=f'{config.dataset}:{split}:{direction}')
+    finally:
+        inputs.close()
+        if targets is not inputs:
+            targets.close()
+
+
 # ---------------------------------------------------------------------------- the stage
 
 
@@ -366,7 +436,6 @@ def make_stage(config, workdir: str) -> loop.Stage:
 
 def evaluate(config, state, step: int, writer, workdir: str) -> dict:
     """FID on ``config.test_split`` (both directions for CycleGAN), written as ``fid/<direction>``."""
-    from anycost_jax.eval import img2img as eval_lib
     gen, _ = build_models(config)
     extractor, results = feature_extractor(config), {}
     for direction in ('AtoB', 'BtoA') if config.method == 'cycle_gan' else ('AtoB',):
@@ -374,9 +443,9 @@ def evaluate(config, state, step: int, writer, workdir: str) -> dict:
         res = config.resolution
         stats = (config.fid_stats or os.path.join(
             workdir, 'fid_stats', f"{config.dataset.replace('/', '_')}_{config.test_split}_{direction}_{res}.npz"))
-        results[f'fid/{direction}'] = eval_lib.fid(config, gen, variables, extractor, direction=direction,
-                                                   batch_size=config.eval_batch_size,
-                                                   stats_path=stats.replace('{direction}', direction))
+        results[f'fid/{direction}'] = fid(config, gen, variables, extractor, direction=direction,
+                                          batch_size=config.eval_batch_size,
+                                          stats_path=stats.replace('{direction}', direction))
     if writer is not None:
         writer.write_scalars(step, results)
     return results
