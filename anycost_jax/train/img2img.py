@@ -493,18 +493,17 @@ def sample_rows(config, test: dict, state) -> np.ndarray:
     return np.concatenate([np.concatenate(row, axis=1) for row in zip(*cols)], axis=0)
 
 
+def variables_of(state, net: str = 'g', side=None) -> dict:
+    """Process-local variables of the state's generator (``net='g'``) or discriminator (``'d'``);
+    ``side``: CycleGAN's 'A' or 'B' network."""
+    params, stats = getattr(state, f'{net}_params'), getattr(state, f'{net}_stats')
+    if side is not None:
+        params, stats = params[side], stats[side]
+    return sharding.local_copy({'params': params, **stats})
+
+
 def g_variables(state, side=None) -> dict:
-    params, stats = state.g_params, state.g_stats
-    if side is not None:
-        params, stats = params[side], stats[side]
-    return sharding.local_copy({'params': params, **stats})
-
-
-def _d_variables(state, side=None) -> dict:
-    params, stats = state.d_params, state.d_stats
-    if side is not None:
-        params, stats = params[side], stats[side]
-    return sharding.local_copy({'params': params, **stats})
+    return variables_of(state, 'g', side)
 
 
 def export(config, state, workdir: str) -> None:
@@ -516,6 +515,6 @@ def export(config, state, workdir: str) -> None:
         if config.method == 'cycle_gan' else ((None, workdir_lib.GENERATOR, workdir_lib.DISCRIMINATOR),)
     for side, g_dir, d_dir in sides:
         modeldir.save(os.path.join(workdir, g_dir), gen, g_variables(state, side))
-        modeldir.save(os.path.join(workdir, d_dir), disc, _d_variables(state, side))
+        modeldir.save(os.path.join(workdir, d_dir), disc, variables_of(state, 'd', side))
     log.info('exported the %s networks to %s', config.method, workdir)
 
