@@ -87,3 +87,18 @@ def test_unpaired_training_never_shows_a_pair_and_test_scenes_are_held_out():
         p2p.example('labels2image', 0, 16, split='val')
     with pytest.raises(ValueError, match="task='depth'"):
         p2p.example('depth', 0, 16)
+
+
+def test_edges2image_targets_paint_each_shape_in_its_kinds_color():
+    # An outline cannot tell a shape's color draw; its kind it can, so the target is a function of the input.
+    seen = set()
+    for i in range(20):
+        ex = p2p.example('edges2image', i, 64)
+        labels, image = ex['labels'], ex['target']
+        inner = _erode((labels > 0) & (p2p.edges(labels)[..., 0] == 255))
+        kinds = (labels[inner].astype(int) - 1) // 4
+        seen |= set(kinds.tolist())
+        assert np.abs(image[inner].astype(float) - p2p.KIND_COLORS[kinds]).max() <= 1
+        bg = _erode(_erode(labels == 0))  # twice: a rotated square's corner reaches a diagonal neighbour
+        np.testing.assert_array_equal(image[bg], p2p.example('labels2image', i, 64)['target'][bg])
+    assert seen == {0, 1, 2}

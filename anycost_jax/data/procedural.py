@@ -76,9 +76,10 @@ def shape_distance(sh: dict, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def render_example(index: int, resolution: int, seed: int = 0, colors: np.ndarray = COLORS,
-                   background=None) -> np.ndarray:
+                   background=None, by_kind: bool = False) -> np.ndarray:
     """Example `index` of the dataset with this `seed`, drawn at `resolution`: uint8 [H, W, 3].
-    ``colors``: the shapes' palette (``COLORS``; the image-to-image data repaints with others);
+    ``colors``: the shapes' palette (``COLORS``; the image-to-image data repaints with others),
+    indexed by each shape's color draw, or with ``by_kind`` by its kind (``KINDS`` order);
     ``background``: ``(tone, tone, angle)`` in place of the scene's own (the paired image-to-image
     tasks fix it, so that the target is a function of the input)."""
     s = scene(index, seed)
@@ -90,7 +91,8 @@ def render_example(index: int, resolution: int, seed: int = 0, colors: np.ndarra
     img = c0 + (c1 - c0) * g
     for sh in s['shapes']:
         cover = np.clip(0.5 - shape_distance(sh, x, y) * np.float32(resolution), 0, 1)[..., None]
-        img = img + (colors[sh['color']] - img) * cover
+        color = colors[KINDS.index(sh['kind'])] if by_kind else colors[sh['color']]
+        img = img + (color - img) * cover
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 

@@ -12,7 +12,10 @@ exact ground truth:
   to sand, top left to bottom right), so that it is a function of the input: a scene's own random
   gradient could not be told from its label map, and a generator could only learn its mean.
 * ``edges2image`` (paired; edges2shoes-like): the input is the label map's boundaries, black
-  one-pixel lines on white; the target as for labels2image.
+  one-pixel lines on white; the target is the scene on the fixed background with every shape
+  painted in its *kind's* color (:data:`KIND_COLORS`: discs red, squares blue, rings yellow).
+  An outline says nothing of a shape's own color draw, so with that as the target a generator
+  could only learn the palette's mean; its kind it can read from the outline.
 * ``recolor`` (unpaired; horse2zebra-like): domain A is the scenes in their palette, domain B
   scenes with the palette permuted (:data:`RECOLOR`: red <-> blue, green <-> yellow).
   ``trainA`` draws even indices and ``trainB`` odd ones, so no pair is ever seen; the ground
@@ -34,6 +37,7 @@ LABEL_COLORS = np.array([(128, 128, 128)] + [
               (.5, 0, 0), (0, .5, 0), (0, 0, .5), (.5, .5, 0)]],  # rings
     np.uint8)
 RECOLOR = np.array([2, 3, 0, 1])  # color index -> its color in domain B
+KIND_COLORS = COLORS[[0, 2, 3]]   # edges2image targets: disc red, square blue, ring yellow
 PAIRED_BACKGROUND = (0, 3, np.pi / 4)  # tones (dark slate, sand) and gradient angle of the paired targets
 SPLITS = ('train', 'test')
 _TEST_OFFSET = 1 << 30  # test scenes: indices that training never draws
@@ -90,5 +94,8 @@ def example(task: str, i: int, resolution: int, seed: int = 0, split: str = 'tra
     k = scene_index(split, i)
     labels = label_map(k, resolution, seed)
     source = paint_labels(labels) if task == 'labels2image' else edges(labels)
-    target = render_example(k, resolution, seed, background=PAIRED_BACKGROUND)
+    if task == 'labels2image':
+        target = render_example(k, resolution, seed, background=PAIRED_BACKGROUND)
+    else:
+        target = render_example(k, resolution, seed, colors=KIND_COLORS, background=PAIRED_BACKGROUND, by_kind=True)
     return {'input': source, 'target': target, 'labels': labels}
