@@ -7,9 +7,11 @@ gradient background (:mod:`anycost_jax.data.procedural_img2img`). ``get_config(a
   GAN loss, L1 x 100, Adam 2e-4 with betas (0.5, 0.999), a conditional PatchGAN), label maps
   painted in class colors -> the rendered scene, with a MobileNet-ResNet generator (ngf 16, 9
   blocks) at 32 px;
-* ``edges2image``: the same on the shapes' outlines -> the scene;
-* ``recolor``: CycleGAN (Zhu et al. 2017: LSGAN, cycle x 10, identity x 0.5, pools of 50) between
-  two palettes of the same kind of scene, never paired; two ResNet generators (ngf 8, 6 blocks);
+* ``edges2image``: the same on the shapes' outlines -> the scene with each shape in its kind's
+  color (discs red, squares blue, rings yellow: what an outline determines);
+* ``recolor``: CycleGAN (Zhu et al. 2017: LSGAN, cycle x 10, identity x 0.5, pools of 50) from
+  scenes with red and green shapes to scenes with blue and yellow ones (red -> blue, green ->
+  yellow), never paired; two ResNet generators (ngf 8, 6 blocks);
 * ``gaugan``: GauGAN (Park et al. 2019: hinge + feature matching x 10, TTUR) from one-hot label
   maps (13 classes) -> the scene with a SPADE generator (ngf 4, 'normal' upsampling), no VGG loss
   (lambda_vgg 0: VGG19 weights are not shipped; set ``--config.vgg19=<vgg19.pth>

@@ -66,14 +66,29 @@ def test_edges_lie_on_class_boundaries():
 
 
 def test_recolor_ground_truth_permutes_the_palette_only():
-    i = 4
-    a, b = procedural.render_example(i, 64), p2p.recolor_target(i, 64)
-    labels = p2p.label_map(i, 64)
-    bg = _erode(labels == 0)
-    np.testing.assert_array_equal(a[bg], b[bg])  # the background is untouched
-    inner = _erode((labels > 0) & (p2p.edges(labels)[..., 0] == 255))
-    colors_b = procedural.COLORS[p2p.RECOLOR[(labels[inner].astype(int) - 1) % 4]]
-    assert np.abs(b[inner].astype(float) - colors_b).max() <= 1
+    for i in range(12):
+        a, b = p2p.recolor_source(i, 64), p2p.recolor_target(i, 64)
+        labels = p2p.label_map(i, 64)
+        bg = _erode(_erode(labels == 0))
+        np.testing.assert_array_equal(a[bg], b[bg])  # the background is untouched
+        inner = _erode((labels > 0) & (p2p.edges(labels)[..., 0] == 255))
+        draws = (labels[inner].astype(int) - 1) % 4
+        colors_a = procedural.COLORS[p2p.DOMAIN_A[draws]]
+        assert np.abs(a[inner].astype(float) - colors_a).max() <= 1
+        assert np.abs(b[inner].astype(float) - procedural.COLORS[p2p.RECOLOR[p2p.DOMAIN_A[draws]]]).max() <= 1
+
+
+def test_recolor_domains_differ_in_distribution():
+    # Shapes of A are only red or green, of B only blue or yellow: no image could belong to both
+    # (with the whole palette on both sides, the identity was a perfect CycleGAN solution).
+    assert set(p2p.DOMAIN_A) == {0, 1} and set(p2p.DOMAIN_B) == {2, 3}
+    for i in range(8):
+        ex = p2p.example('recolor', i, 32)
+        for key, allowed in (('A', p2p.DOMAIN_A), ('B', p2p.DOMAIN_B)):
+            img = ex[key].reshape(-1, 3).astype(float)
+            for c in range(4):
+                present = np.any(np.abs(img - procedural.COLORS[c]).max(-1) <= 1)
+                assert not present or c in allowed, (i, key, c)
 
 
 def test_unpaired_training_never_shows_a_pair_and_test_scenes_are_held_out():

@@ -16,10 +16,13 @@ exact ground truth:
   painted in its *kind's* color (:data:`KIND_COLORS`: discs red, squares blue, rings yellow).
   An outline says nothing of a shape's own color draw, so with that as the target a generator
   could only learn the palette's mean; its kind it can read from the outline.
-* ``recolor`` (unpaired; horse2zebra-like): domain A is the scenes in their palette, domain B
-  scenes with the palette permuted (:data:`RECOLOR`: red <-> blue, green <-> yellow).
-  ``trainA`` draws even indices and ``trainB`` odd ones, so no pair is ever seen; the ground
-  truth of A -> B for scene ``i`` is scene ``i`` repainted, which :func:`recolor_target` draws.
+* ``recolor`` (unpaired; horse2zebra-like): domain A is the scenes with warm-and-green shapes
+  (:data:`DOMAIN_A`: red and green), domain B the scenes with those colors swapped for their
+  partners (:data:`RECOLOR`: red -> blue, green -> yellow). The two domains must differ in
+  distribution: with the whole palette on both sides (as before), B was A's own distribution,
+  and the identity was a perfect CycleGAN solution. ``trainA`` draws even indices and
+  ``trainB`` odd ones, so no pair is ever seen; the ground truth of A -> B for scene ``i`` is
+  scene ``i`` repainted, which :func:`recolor_target` draws.
 """
 from __future__ import annotations
 
@@ -36,7 +39,9 @@ LABEL_COLORS = np.array([(128, 128, 128)] + [
               (1, .5, .5), (.5, 1, .5), (.5, .5, 1), (1, 1, .6),  # squares
               (.5, 0, 0), (0, .5, 0), (0, 0, .5), (.5, .5, 0)]],  # rings
     np.uint8)
-RECOLOR = np.array([2, 3, 0, 1])  # color index -> its color in domain B
+RECOLOR = np.array([2, 3, 0, 1])  # color index -> its partner: red <-> blue, green <-> yellow
+DOMAIN_A = np.array([0, 1, 0, 1])  # a scene's color draw (0..3) -> its color in domain A: red or green
+DOMAIN_B = RECOLOR[DOMAIN_A]       # ... in domain B: blue or yellow
 KIND_COLORS = COLORS[[0, 2, 3]]   # edges2image targets: disc red, square blue, ring yellow
 PAIRED_BACKGROUND = (0, 3, np.pi / 4)  # tones (dark slate, sand) and gradient angle of the paired targets
 SPLITS = ('train', 'test')
@@ -66,9 +71,14 @@ def edges(labels: np.ndarray) -> np.ndarray:
     return np.repeat(np.where(e, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
 
 
+def recolor_source(index: int, resolution: int, seed: int = 0) -> np.ndarray:
+    """Scene ``index`` in domain A (red and green shapes)."""
+    return render_example(index, resolution, seed, colors=COLORS[DOMAIN_A])
+
+
 def recolor_target(index: int, resolution: int, seed: int = 0) -> np.ndarray:
-    """Scene ``index`` in domain B's palette: the ground truth of translating its domain-A image."""
-    return render_example(index, resolution, seed, colors=COLORS[RECOLOR])
+    """Scene ``index`` in domain B (blue and yellow): the ground truth of translating its domain-A image."""
+    return render_example(index, resolution, seed, colors=COLORS[DOMAIN_B])
 
 
 def scene_index(split: str, i: int) -> int:
@@ -89,8 +99,8 @@ def example(task: str, i: int, resolution: int, seed: int = 0, split: str = 'tra
     if task == 'recolor':
         if split == 'test':
             k = scene_index(split, i)
-            return {'A': render_example(k, resolution, seed), 'B': recolor_target(k, resolution, seed)}
-        return {'A': render_example(2 * i, resolution, seed), 'B': recolor_target(2 * i + 1, resolution, seed)}
+            return {'A': recolor_source(k, resolution, seed), 'B': recolor_target(k, resolution, seed)}
+        return {'A': recolor_source(2 * i, resolution, seed), 'B': recolor_target(2 * i + 1, resolution, seed)}
     k = scene_index(split, i)
     labels = label_map(k, resolution, seed)
     source = paint_labels(labels) if task == 'labels2image' else edges(labels)
