@@ -13,7 +13,8 @@ gradient background (:mod:`anycost_jax.data.procedural_img2img`). ``get_config(a
   scenes with red and green shapes to scenes with blue and yellow ones (red -> blue, green ->
   yellow), never paired; two ResNet generators (ngf 8, 6 blocks);
 * ``gaugan``: GauGAN (Park et al. 2019: hinge + feature matching x 10, TTUR) from one-hot label
-  maps (13 classes) -> the scene with a SPADE generator (ngf 4, 'normal' upsampling), no VGG loss
+  maps (13 classes) -> the scene with a SPADE generator (ngf 4, 'normal' upsampling, instance
+  param-free norm), no VGG loss
   (lambda_vgg 0: VGG19 weights are not shipped; set ``--config.vgg19=<vgg19.pth>
   --config.lambda_vgg=10`` to add it).
 
@@ -56,5 +57,11 @@ def get_config(arg: str = ''):
     else:
         c.netG, c.ngf, c.num_upsampling_layers, c.ndf, c.n_layers_D = 'spade', 4, 'normal', 16, 2
         c.n_classes, c.use_instance, c.lambda_vgg = procedural_img2img.N_CLASSES, False, 0.
+        # Instance, not batch, param-free norm: at 32 px 'normal' up-sampling starts from a 1x1
+        # latent fed by the label map's top-left pixel, nearly always background, so the first
+        # blocks see one value per channel across the batch. Batch norm then trains on a variance
+        # of ~1e-17 and its running statistics amplify any offset 300-fold at test time: the
+        # samples saturated to flat black / white / cyan. Instance norm has no running statistics.
+        c.param_free_norm = 'instance'
         c.batch_size, c.num_steps = 8, 2000
     return c

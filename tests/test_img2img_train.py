@@ -183,6 +183,20 @@ def test_family_config_errors(tmp_path):
         trainer.train_and_evaluate(_tiny_config(dataset='shapes_img2img/recolor'), str(tmp_path))
     with pytest.raises(ValueError, match='trains on shapes_img2img/'):
         trainer.train_and_evaluate(_tiny_config(dataset='cityscapes'), str(tmp_path))
+    with pytest.raises(ValueError, match="param_free_norm='layer'"):
+        trainer.train_and_evaluate(_tiny_config('gaugan', param_free_norm='layer'), str(tmp_path))
+
+
+def test_gaugan_demo_normalizes_per_instance():
+    # Its 1x1 latent sees one value per channel across a batch: batch norm's running statistics
+    # would blow up at test time (see configs/shapes_img2img.py), so the demo has none to keep.
+    from anycost_jax.train import img2img
+    from configs import shapes_img2img
+    config = shapes_img2img.get_config('gaugan')
+    gen, _ = img2img.build_models(config)
+    x = jnp.zeros((1, config.resolution, config.resolution, img2img.label_nc(config)))
+    variables = gen.init(jax.random.key(0), x)
+    assert gen.param_free_norm == 'instance' and 'batch_stats' not in variables
 
 
 @pytest.mark.slow

@@ -36,6 +36,7 @@ from anycost_jax.data import img2img_pipeline as pipe
 from anycost_jax.data import procedural_img2img
 from anycost_jax.models.img2img import (MobileResnetGenerator, MultiscaleDiscriminator, NLayerDiscriminator,
                                         ResnetGenerator, SPADEGenerator, UnetGenerator, semantic_input)
+from anycost_jax.models.img2img.spade import PARAM_FREE_NORMS
 from anycost_jax.render import to_uint8
 from anycost_jax.sharding import AXIS
 from anycost_jax.train import img2img_steps as steps_lib
@@ -49,7 +50,7 @@ NETGS = {'pix2pix': ('resnet', 'mobile_resnet', 'unet'), 'cycle_gan': ('resnet',
 NETDS = {'pix2pix': 'n_layers', 'cycle_gan': 'n_layers', 'gaugan': 'multi_scale'}
 RESUME_KEYS = ('method', 'dataset', 'resolution', 'aspect_ratio', 'netG', 'ngf', 'n_blocks', 'norm', 'netD', 'ndf',
                'n_layers_D', 'num_D', 'seed', 'batch_size', 'gan_mode', 'direction', 'preprocess', 'load_size',
-               'n_classes', 'use_instance', 'num_upsampling_layers', 'spectral_G')
+               'n_classes', 'use_instance', 'num_upsampling_layers', 'spectral_G', 'param_free_norm')
 PROCEDURAL = 'shapes_img2img/'
 PROCEDURAL_TASKS = {'pix2pix': ('labels2image', 'edges2image'), 'cycle_gan': ('recolor',),
                     'gaugan': ('labels2image',)}
@@ -91,6 +92,7 @@ def base_config(method: str = 'pix2pix') -> ml_collections.ConfigDict:
     c.netG, c.ngf, c.n_blocks, c.norm, c.dropout_rate = 'resnet', 64, 9, 'instance', 0.
     c.netD, c.ndf, c.n_layers_D, c.num_D = NETDS[method], 128, 3, 2
     c.num_upsampling_layers, c.spectral_G = 'more', False
+    c.param_free_norm = 'batch'                # SPADE's: 'batch' (spadesyncbatch3x3) or 'instance' (spadeinstance3x3)
     c.n_classes, c.use_instance = procedural_img2img.N_CLASSES, False
     # losses and optimizers
     c.gan_mode, c.lambda_gan, c.lambda_recon, c.recon = 'hinge', 1., 100., 'l1'
@@ -156,6 +158,9 @@ def check(config, workdir: str) -> None:
         raise ValueError(f'config.netG={config.netG!r}: {config.method} uses one of {NETGS[config.method]}')
     if config.netD != NETDS[config.method]:
         raise ValueError(f'config.netD={config.netD!r}: {config.method} uses "{NETDS[config.method]}"')
+    if config.method == 'gaugan' and config.param_free_norm not in PARAM_FREE_NORMS:
+        raise ValueError(f'config.param_free_norm={config.param_free_norm!r}: SPADE normalizes with one of '
+                         f'{PARAM_FREE_NORMS}')
     method_config(config)
     _check_resolution(config)
     if config.method == 'gaugan' and config.lambda_vgg and not config.vgg19:
@@ -215,7 +220,8 @@ def build_models(config, axis_name=None):
     if config.method == 'gaugan':
         gen = SPADEGenerator(label_nc=label_nc(config), crop_size=config.resolution, ngf=config.ngf,
                              aspect_ratio=config.aspect_ratio, num_upsampling_layers=config.num_upsampling_layers,
-                             mobile=config.netG == 'mobile_spade', spectral=config.spectral_G, axis_name=axis_name)
+                             mobile=config.netG == 'mobile_spade', spectral=config.spectral_G,
+                             param_free_norm=config.param_free_norm, axis_name=axis_name)
         disc = MultiscaleDiscriminator(input_nc=label_nc(config) + 3, ndf=config.ndf, n_layers=config.n_layers_D,
                                        num_D=config.num_D)
         return gen, disc
