@@ -2,7 +2,8 @@ r"""The embedded default: the paper's stage 1 -> stage 2 recipe in miniature, on
 
 Reproduces Anycost training as the paper does it (Sec. 3) on ``anycost_shapes``, the dataset
 the package draws itself (colored discs, squares and rings; no download), at 16 px with outputs
-at 16 and 8 px and 48 channels in every layer. A pipeline of two stages:
+at 16 and 8 px, 32 channels at 16 px and 64 at 8 and 4 px (StyleGAN2's channels-double-per-halving
+table, scaled by 1/32 and capped at 64). A pipeline of two stages:
 
 1. ``multires`` (``WORKDIR/multires``): a full-width generator with multi-resolution outputs
    against the multi-resolution discriminator, from scratch (the paper tunes this stage from a
@@ -11,8 +12,10 @@ at 16 and 8 px and 48 channels in every layer. A pipeline of two stages:
    the learning rate from stage 1's EMA generator, its channels sorted by importance, distilled
    from that frozen generator, against stage 1's discriminator conditioned on the architecture.
 
-Elastic channels from scratch learn clearly worse than this two-stage recipe; 16 px and 48
-channels are what a CPU can learn in minutes (``benchmarks/README.md`` has the measurements).
+Elastic channels from scratch learn clearly worse than this two-stage recipe; 16 px and a few
+dozen channels are what a CPU can learn in minutes (``benchmarks/README.md`` has the measurements).
+The generator cannot be trained at 4 px: the multi-resolution discriminator needs at least one
+block before its 4x4 head (``n_res <= log2(16) - 2``), so 4 px is not an output the demo offers.
 
 Hardware and time: under 10 minutes on a 2-core CPU, compilation and dataset generation
 included. Expected result: ``WORKDIR/anycost/samples/00001500.png`` shows, for eight fixed z,
@@ -35,8 +38,13 @@ def get_config(arg: str = ''):
     c.resolution = 16
     c.model.style_dim = 64
     c.model.n_mlp = 2
-    c.model.channel_multiplier = 1 / 16
-    c.model.channel_max = 48             # 48 channels in every layer: 12 at 0.25x
+    # 32 channels at 16 px, 64 at 8 and 4 px. Channels must grow toward low resolution, as in
+    # StyleGAN2's table: the original's width rule scales every resolution's base width by the
+    # ratio and then clamps at channel_max, so a layer clamped at full width stays at it for
+    # ratios down to channel_max / base. With 48 channels everywhere the widths 1, 0.75 and
+    # 0.5x were the same network at 8 px; here every ratio has its own 8 px and 16 px widths.
+    c.model.channel_multiplier = 1 / 32
+    c.model.channel_max = 64
     c.batch_size = 16
     c.r1 = 0.5                           # small images need a much smaller gamma than 1024 px faces
     c.g_reg_every = 0
@@ -52,11 +60,11 @@ def get_config(arg: str = ''):
     # hides that the generator already covers the dataset's four colors and its backgrounds.
     c.sample_truncation = 1.0
     return config_lib.pipeline(c, [
-        ('multires', dict(num_steps=6000, lr=0.002, channel_mode=None, conditioned_d=False, distill_weight=0.,
+        ('multires', dict(num_steps=4500, lr=0.002, channel_mode=None, conditioned_d=False, distill_weight=0.,
                           tune_from=None, teacher=None, sort_pretrain=False)),
         # Half the learning rate to fine-tune: in the earlier 32 px demo, at 0.002 this stage's 32 px outputs
         # picked up a per-pixel speckle between its steps 200 and 400; at 0.001 from the same stage 1 they
         # stayed clean and as consistent across widths.
-        ('anycost', dict(num_steps=1500, lr=0.001, channel_mode='uniform', conditioned_d=True, distill_weight=1.,
+        ('anycost', dict(num_steps=1200, lr=0.001, channel_mode='uniform', conditioned_d=True, distill_weight=1.,
                          tune_from=config_lib.PREVIOUS, teacher=config_lib.PREVIOUS, sort_pretrain=True)),
     ])

@@ -459,3 +459,16 @@ def test_pipeline_config_errors(data_dir, tmp_path):
     with pytest.raises(ValueError, match=r"needs a teacher.*in stage 'anycost'"):
         trainer.train_and_evaluate(bad, str(tmp_path / 'y'))
     assert not os.path.exists(tmp_path / 'y')
+
+
+def test_demo_has_its_own_network_for_every_width_at_every_trained_resolution():
+    """The demo shows what Anycost is for: at each resolution it trains, each of the four channel
+    ratios is another network (with 48 channels in every layer, 1 / 0.75 / 0.5x were one network
+    at 8 px, as the original's clamp-after-scaling width rule gives)."""
+    from anycost_jax import elastic
+    c = load_config_file('demo', '')
+    full = elastic.full_channels(c.resolution, c.model.channel_multiplier, c.model.channel_max)
+    for res in [c.resolution >> i for i in range(c.n_res)]:
+        n = elastic.num_elastic_layers(res)
+        nets = {tuple(elastic.uniform_channels(c.resolution, r, full, c.model.channel_max)[:n]) for r in elastic.RATIOS}
+        assert len(nets) == len(elastic.RATIOS), (res, nets)
