@@ -189,8 +189,8 @@ def test_distill_config_errors(tmp_path):
     convert.save_img2img_generator(path, gen, v)
     with pytest.raises(ValueError, match='config.discriminator is empty'):
         trainer.train_and_evaluate(_distill_config(path), str(tmp_path / 'b'))
-    with pytest.raises(ValueError, match="method='supernet'"):
-        trainer.train_and_evaluate(_distill_config(path, method='supernet'), str(tmp_path / 'c'))
+    with pytest.raises(ValueError, match="method='once_for_all': the gan_compression family has"):
+        trainer.train_and_evaluate(_distill_config(path, method='once_for_all'), str(tmp_path / 'c'))
 
 
 # --------------------------------------------------------------------------- once-for-all supernet

@@ -1,7 +1,16 @@
 """GAN Compression's once-for-all supernet stage on the trainer, the quality measures that need no
 downloaded weights, and the search of a trained supernet under a MAC budget with its export."""
+import os
+
+import jax
 import numpy as np
 import pytest
+
+from anycost_jax import convert, sharding
+from tests.test_img2img_distill import _distill_config
+from tests.test_trainer import scalars
+
+SPACE = '8,6|8,6|8,6,4|8,6,4|8,6,4|8,6,4|8,4|8,4'  # spelled out: tiny widths, still 1296 configurations
 
 
 # --------------------------------------------------------------------------- quality measures
@@ -34,3 +43,120 @@ def test_quality_measures_against_a_hand_computation():
     assert q.distance({'real/psnr': 30.}, 'real/psnr') == -30. and q.distance({'real/l1': .2}, 'real/l1') == .2
     with pytest.raises(ValueError, match="measure 'teacher/fid' is not one of"):
         q.check_measure('teacher/fid', ['real', 'teacher'])
+
+
+# --------------------------------------------------------------------------- the supernet stage
+
+
+@pytest.fixture(scope='module')
+def teacher_run(tmp_path_factory):
+    """A MobileNet-ResNet teacher of ngf 8, trained 2 steps on 16 px labels -> scenes."""
+    from anycost_jax.train import trainer
+    from tests.test_img2img_train import _tiny_config
+    path = str(tmp_path_factory.mktemp('gc') / 'teacher')
+    trainer.train_and_evaluate(_tiny_config('pix2pix', n_blocks=9, ngf=8, netG='mobile_resnet', num_steps=2), path)
+    return path
+
+
+def _supernet_config(teacher, **kw):
+    c = _distill_config(teacher, method='supernet', student_ngf=8, search_space=SPACE, eval_metrics='quality',
+                        eval_every=4, eval_batch_size=8, test_examples=8, holdout_examples=8)
+    c.update(kw)
+    return c
+
+
+@pytest.fixture(scope='module')
+def supernet_run(teacher_run, tmp_path_factory):
+    """4 steps straight (every device drawing its own configuration each step, the draws recorded)
+    and the same run stopped after 2 steps and resumed."""
+    from anycost_jax.elastic import img2img as rules
+    from anycost_jax.train import img2img_steps as steps_lib
+    from anycost_jax.train import trainer
+    root = tmp_path_factory.mktemp('supernet')
+    drawn, made = [], []
+    real_sampler, real_init = rules.resnet_sampler, steps_lib.DistillSteps.__init__
+
+    def sampler(*a, **kw):
+        sample = real_sampler(*a, **kw)
+
+        def recorded(key, step):
+            w = sample(key, step)
+            jax.debug.callback(lambda w: drawn.append(tuple(np.asarray(w))), w)
+            return w
+        return recorded
+
+    def init(self, *a, **kw):
+        real_init(self, *a, **kw)
+        made.append(self)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(rules, 'resnet_sampler', sampler)
+    mp.setattr(steps_lib.DistillSteps, '__init__', init)
+    try:
+        straight = trainer.train_and_evaluate(_supernet_config(teacher_run), str(root / 'a'))
+        steps = made[-1]
+        trainer.train_and_evaluate(_supernet_config(teacher_run, num_steps=2), str(root / 'b'))
+        resumed = trainer.train_and_evaluate(_supernet_config(teacher_run), str(root / 'b'))
+    finally:
+        mp.undo()
+    return {'root': root, 'straight': straight, 'resumed': resumed, 'traces': steps.traces, 'drawn': drawn}
+
+
+@pytest.mark.slow
+def test_supernet_stage_draws_many_configs_in_one_program_and_resumes_exactly(supernet_run):
+    run = supernet_run
+    assert run['traces'] == 1  # 4 steps x 8 devices of sampled configurations, one compiled step
+    first = run['drawn'][:32]
+    assert len(first) == 32 and len(set(first)) > 8  # each device its own configuration, each step
+    for x, y in zip(jax.tree.leaves(sharding.local_copy((run['straight'].g_params, run['straight'].d_params))),
+                    jax.tree.leaves(sharding.local_copy((run['resumed'].g_params, run['resumed'].d_params)))):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.slow
+def test_supernet_stage_exports_evaluates_and_samples_both_ends(supernet_run):
+    from PIL import Image
+    from anycost_jax.train import gan_compression
+    workdir = os.path.join(supernet_run['root'], 'a')
+    gen, g_vars = convert.load_img2img_generator(os.path.join(workdir, 'generator'))
+    assert gen.mobile and gen.ngf == 8 and gen.widths is None and gen.clamp_input
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
+    state = supernet_run['straight']
+    for config in ('8_8_8_8_8_8_8_8', '6_6_4_4_6_8_4_4'):  # the reloaded super generator at any configuration
+        np.testing.assert_allclose(gen.apply(g_vars, x, config=config),
+                                   gen.apply(gan_compression.student_variables(state), x, config=config), atol=1e-6)
+    values, _ = scalars(workdir)
+    for end in ('largest', 'smallest'):
+        for measure in ('real/l1', 'real/psnr', 'real/lpips', 'teacher/l1', 'teacher/psnr', 'teacher/lpips'):
+            (step, v), = values[f'eval/{end}/{measure}']
+            assert step == 4 and np.isfinite(v), (end, measure)
+    assert values['eval/largest/teacher/l1'] != values['eval/smallest/teacher/l1']
+    grid = np.asarray(Image.open(os.path.join(workdir, 'samples', '00000004.png')))
+    assert grid.shape == (2 * 16, 5 * 16, 3)  # input | largest | smallest | teacher | target, 2 rows
+    assert not np.array_equal(grid[:, 16:32], grid[:, 32:48])
+
+
+def test_supernet_config_errors(tmp_path):
+    from anycost_jax.models.img2img import MobileResnetGenerator, UnetGenerator
+    from anycost_jax import modeldir
+    from anycost_jax.train import trainer
+    gen = MobileResnetGenerator(ngf=8)
+    v = gen.init(jax.random.key(0), np.zeros((1, 16, 16, 3), np.float32))
+    path = str(tmp_path / 'latest_net_G.pth')
+    convert.save_img2img_generator(path, gen, v)
+
+    def run(teacher=path, **kw):
+        c = _supernet_config(teacher, discriminator=path, **kw)
+        trainer.train_and_evaluate(c, str(tmp_path / 'w'))
+    with pytest.raises(ValueError, match="config.search_space: search space 'channels-99' is not one of"):
+        run(search_space='channels-99')
+    with pytest.raises(ValueError, match="search_space='channels-32' reaches 32 channels, wider than "
+                                         "config.student_ngf=8"):
+        run(search_space='channels-32')
+    with pytest.raises(ValueError, match="weight strategy 'harmonic' is not one of"):
+        run(weighted_sample=2., weight_strategy='harmonic')
+    unet = UnetGenerator(input_nc=3, output_nc=3, num_downs=5, ngf=2)
+    modeldir.save(str(tmp_path / 'unet'), unet, unet.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32)))
+    with pytest.raises(ValueError, match="is a UnetGenerator; the ResNet distiller takes a full ResNet or "
+                                         "MobileNet-ResNet generator"):
+        run(teacher=str(tmp_path / 'unet'))

@@ -100,11 +100,20 @@ WEIGHT_STRATEGIES = ('arithmetic', 'geometric')
 
 
 def search_space(space) -> tuple[tuple[int, ...], ...]:
-    """A named space (:data:`RESNET_SEARCH_SPACES`) or an explicit tuple of 8 candidate lists."""
+    """A named space (:data:`RESNET_SEARCH_SPACES`), one spelled out as 8 ``|``-separated candidate
+    lists (``'16,8|16,8|16,12,8|...'``, e.g. for small tests) or an explicit tuple of 8 candidate lists."""
     if isinstance(space, str):
-        if space not in RESNET_SEARCH_SPACES:
-            raise ValueError(f'search space {space!r} is not one of {sorted(RESNET_SEARCH_SPACES)}')
-        return RESNET_SEARCH_SPACES[space]
+        if space in RESNET_SEARCH_SPACES:
+            return RESNET_SEARCH_SPACES[space]
+        name = space
+        try:
+            space = tuple(tuple(int(c) for c in entry.split(',')) for entry in name.split('|'))
+        except ValueError:
+            space = ()
+        if len(space) != 8:
+            raise ValueError(f"search space {name!r} is not one of {sorted(RESNET_SEARCH_SPACES)} nor 8 "
+                             "'|'-separated candidate lists such as '16,8|16,8|16,12,8|16,12,8|16,12,8|16,12,8|"
+                             "16,8,4|16,8,4'") from None
     space = tuple(tuple(int(c) for c in entry) for entry in space)
     if len(space) != 8 or not all(space):
         raise ValueError(f'a ResNet search space has 8 non-empty candidate lists, got {space}')

@@ -1,5 +1,7 @@
-"""GAN Compression (Li et al., CVPR 2020) as a family of :mod:`anycost_jax.train.loop`: so far its
-``distill`` stage, the distillation of a fixed, narrower student from a trained teacher.
+"""GAN Compression (Li et al., CVPR 2020) as a family of :mod:`anycost_jax.train.loop`: its
+``distill`` stage (a fixed, narrower student distilled from a trained teacher), its ``supernet``
+stage (a once-for-all student: every sub-network of a search space at once) and the search of
+that supernet under a MAC budget (:func:`search_supernet`).
 
 ``config.method = 'distill'`` (gan-compression's ``distill.py --distiller resnet``): the student, a
 MobileNet-ResNet (or ResNet) generator of base width ``student_ngf``, starts from ``pretrained``
@@ -13,6 +15,19 @@ The teacher, ``pretrained`` and ``discriminator`` are any of: one of our trainin
 exported ``generator/`` / ``discriminator/``; for CycleGAN its A -> B pair), one of our model
 directories, or gan-compression's ``.pth`` (with ``teacher_netG``). Data, preprocessing,
 samples and FID are the image-to-image family's (:mod:`anycost_jax.train.img2img`).
+
+``config.method = 'supernet'`` (``train_supernet.py --supernet resnet``): the same iteration, but
+the student is a super network of base width ``student_ngf`` and every device draws its own
+sub-network of ``config.search_space`` each step (uniformly, or with ``weighted_sample`` > 1 the
+original's weights), as masks: one compiled program for every configuration. It starts from
+``pretrained`` as it is when that is ``student_ngf`` wide (the original's
+``--restore_student_G_path``: e.g. the ``distill`` stage's workdir), else pruned from it (default:
+the teacher). ``holdout_examples`` > 0 keeps the last examples of the training split out of
+training, for the search. With ``eval_every``, the largest and the smallest configuration are
+evaluated (``eval/largest/...``, ``eval/smallest/...``: ``eval_metrics`` 'fid' and / or 'quality',
+the L1, PSNR and LPIPS of :mod:`anycost_jax.eval.img2img_quality` against the real targets and
+the teacher's outputs on ``test_split``). The export is the super generator (``generator/``, all
+widths); :func:`search_supernet` finds and exports a sub-network.
 """
 from __future__ import annotations
 
@@ -26,6 +41,8 @@ import numpy as np
 
 from anycost_jax import convert, modeldir, sharding
 from anycost_jax import workdir as workdir_lib
+from anycost_jax.data import img2img_pipeline as pipe
+from anycost_jax.elastic import img2img as rules
 from anycost_jax.losses import distill_img2img as distill
 from anycost_jax.models.img2img import resnet
 from anycost_jax.render import to_uint8
@@ -35,19 +52,28 @@ from anycost_jax.train import loop
 
 log = logging.getLogger(__name__)
 
-METHODS = ('distill',)
+METHODS = ('distill', 'supernet')
 RESUME_KEYS = ('method', 'dataset', 'resolution', 'teacher', 'teacher_netG', 'pretrained', 'student_ngf',
-               'discriminator', 'seed', 'batch_size', 'gan_mode', 'direction', 'preprocess', 'load_size')
+               'discriminator', 'seed', 'batch_size', 'gan_mode', 'direction', 'preprocess', 'load_size',
+               'search_space', 'weighted_sample', 'weight_strategy', 'holdout_examples')
+EVAL_METRICS = ('fid', 'quality')
 PAIRED_TASKS = ('labels2image', 'edges2image')
 
 
-def base_config() -> ml_collections.ConfigDict:
-    """The distill stage's defaults (gan-compression's ``base_resnet_distiller`` options): student
-    ngf 48, lambda_recon 100, lambda_distill 1, lambda_gan 1, L1 reconstruction, hinge loss, Adam
-    2e-4 (0.5, 0.999), the base options' 5 + 15 epochs; the data fields are the image-to-image
-    family's (:func:`anycost_jax.train.img2img.base_config`)."""
+def base_config(method: str = 'distill') -> ml_collections.ConfigDict:
+    """The stage's defaults (gan-compression's ``base_resnet_distiller`` options): student ngf 48,
+    lambda_recon 100, lambda_distill 1, lambda_gan 1, L1 reconstruction, hinge loss, Adam 2e-4
+    (0.5, 0.999), the base options' 5 + 15 epochs; the supernet's ``--config_set channels-48``,
+    uniform sampling (``weighted_sample`` 1, 'arithmetic' weights above 1); the data fields are
+    the image-to-image family's (:func:`anycost_jax.train.img2img.base_config`)."""
+    if method not in METHODS:
+        raise ValueError(f'method={method!r}: the gan_compression family has {METHODS}')
     c = img2img.base_config('pix2pix')
-    c.family, c.method, c.name = 'gan_compression', 'distill', 'distill'
+    c.family, c.method, c.name = 'gan_compression', method, method
+    c.search_space = 'channels-48'      # supernet: a name of elastic.img2img.RESNET_SEARCH_SPACES
+    c.weighted_sample, c.weight_strategy = 1., 'arithmetic'
+    c.holdout_examples = 0              # supernet: last training examples kept out, for the search
+    c.eval_metrics = 'fid,quality'      # with eval_every: what the largest / smallest configs get
     c.teacher, c.teacher_netG = '', 'mobile_resnet_9blocks'  # a workdir, model dir or .pth (+ its --netG)
     c.pretrained = ''                   # the student's initialization before pruning ('': the teacher)
     c.discriminator = ''                # '': the teacher run's discriminator
@@ -97,7 +123,8 @@ def load_teacher(config):
 
 
 def load_student(config, teacher):
-    """The pruned initialization: ``(student, variables)``."""
+    """The initialization, pruned to ``student_ngf`` (the supernet's taken as it is when already that
+    wide, and clamping its input as the original's super network): ``(student, variables)``."""
     if config.pretrained:
         gen, variables = convert.load_img2img_generator(_run_part(config.pretrained, workdir_lib.GENERATOR),
                                                         netG=config.teacher_netG)
@@ -106,7 +133,14 @@ def load_student(config, teacher):
     if config.student_ngf > gen.ngf:
         raise ValueError(f'config.student_ngf={config.student_ngf} is wider than the network it is pruned from '
                          f'(ngf {gen.ngf}); a student is at most as wide')
-    return resnet.prune(gen, variables, config.student_ngf)
+    if config.method != 'supernet':
+        return resnet.prune(gen, variables, config.student_ngf)
+    if gen.widths is not None:
+        raise ValueError(f'config.pretrained={config.pretrained!r} is a sub-network; the supernet starts from a '
+                         'full-width generator')
+    if gen.ngf != config.student_ngf:
+        gen, variables = resnet.prune(gen, variables, config.student_ngf)
+    return gen.clone(clamp_input=True), variables
 
 
 def load_discriminator(config):
@@ -118,23 +152,105 @@ def load_discriminator(config):
     return convert.load_img2img_discriminator(path)
 
 
+def search_space(config) -> tuple[tuple[int, ...], ...]:
+    """The supernet's search space, checked against ``student_ngf``."""
+    try:
+        space = rules.search_space(config.search_space)
+    except ValueError as e:
+        raise ValueError(f'config.search_space: {e}') from None
+    widest = max(max(e) for e in space)
+    if widest > config.student_ngf:
+        fits = [n for n, s in rules.RESNET_SEARCH_SPACES.items() if max(max(e) for e in s) <= config.student_ngf]
+        raise ValueError(f'config.search_space={config.search_space!r} reaches {widest} channels, wider than '
+                         f'config.student_ngf={config.student_ngf}; use student_ngf >= {widest} or a space within '
+                         f'it ({fits or "spell one out"})')
+    return space
+
+
+def eval_metrics(config) -> tuple[str, ...]:
+    names = tuple(m for m in config.eval_metrics.split(',') if m)
+    bad = [m for m in names if m not in EVAL_METRICS]
+    if bad:
+        raise ValueError(f'config.eval_metrics={config.eval_metrics!r}: {bad[0]!r} is not one of {EVAL_METRICS}')
+    return names
+
+
 def check(config, workdir: str) -> None:
     del workdir
     if config.method not in METHODS:
-        raise ValueError(f'config.method={config.method!r}: the gan_compression family has {METHODS} so far')
+        raise ValueError(f'config.method={config.method!r}: the gan_compression family has {METHODS}')
     img2img.procedural_task(data_config(config))
     steps_lib.DistillConfig(config.gan_mode, config.lambda_gan, config.lambda_recon, config.lambda_distill,
                             config.recon, paired(config))
+    if config.method == 'supernet':
+        search_space(config)
+        rules.sampling_weights(2, config.weighted_sample, config.weight_strategy)
+        if config.holdout_examples < 0:
+            raise ValueError(f'config.holdout_examples={config.holdout_examples} must be >= 0')
     teacher, _ = load_teacher(config)
     distill.resnet_mapping_layers(teacher.n_blocks)
     if config.batch_size % jax.device_count():
         raise ValueError(f'config.batch_size={config.batch_size} must be a multiple of the {jax.device_count()} devices')
+    if config.eval_every and 'fid' in eval_metrics(config):  # missing Inception weights fail now
+        img2img.feature_extractor(config)
+
+
+class _Rows:
+    """Examples ``[start, stop)`` of a source (the training split without / only its held-out tail)."""
+
+    def __init__(self, source, start: int, stop: int):
+        self.source, self.start, self.stop = source, start, stop
+
+    @property
+    def keys(self):
+        return self.source.keys
+
+    def __len__(self):
+        return self.stop - self.start
+
+    def get(self, indices, pool=None):
+        return self.source.get([self.start + int(i) for i in indices], pool)
+
+
+def split_holdout(source, n: int):
+    """``(training rows, held-out rows)``: the last ``n`` examples held out (of each domain, unpaired)."""
+    if not n:
+        return source, None
+    if isinstance(source, pipe.UnpairedSource):
+        (a, ha), (b, hb) = split_holdout(source.a, n), split_holdout(source.b, n)
+        return pipe.UnpairedSource(a, b), pipe.UnpairedSource(ha, hb)
+    if n >= len(source):
+        raise ValueError(f'config.holdout_examples={n} leaves nothing to train on: the training split has '
+                         f'{len(source)} examples')
+    return _Rows(source, 0, len(source) - n), _Rows(source, len(source) - n, len(source))
+
+
+def sample_configs(config) -> dict[str, tuple]:
+    """What the samples and the evaluation show: the supernet's largest and smallest configurations,
+    or the distilled student (None: its own widths)."""
+    if config.method != 'supernet':
+        return {'student': None}
+    return {'largest': rules.largest_config(search_space(config)),
+            'smallest': rules.smallest_config(search_space(config))}
+
+
+@functools.lru_cache(maxsize=8)
+def _apply_widths(gen):
+    """``fn(variables, x, widths)``: one program for every configuration (widths traced: masks)."""
+    return jax.jit(lambda v, x, w: gen.apply(v, x, widths=w))
+
+
+def generate(gen, variables, x, config=None):
+    """``gen``'s outputs at an 8-entry ``config`` (None: all of it)."""
+    if config is None:
+        return img2img._apply(gen)(variables, x)
+    return _apply_widths(gen)(variables, x, rules.resnet_widths_of_entries(np.asarray(config, np.int32), gen.n_blocks))
 
 
 def make_stage(config, workdir: str) -> loop.Stage:
     mesh = sharding.data_mesh()
     dcfg = data_config(config)
-    train_source = img2img.source_of(dcfg, dcfg.train_split)
+    train_source, _ = split_holdout(img2img.source_of(dcfg, dcfg.train_split), config.holdout_examples)
     spe = max(1, len(train_source) // config.batch_size)
     teacher, t_vars = load_teacher(config)
     student, s_vars = load_student(config, (teacher, t_vars))
@@ -144,8 +260,12 @@ def make_stage(config, workdir: str) -> loop.Stage:
     g_tx, d_tx = steps_lib.adam(sched, config.beta1), steps_lib.adam(sched, config.beta1)
     cfg = steps_lib.DistillConfig(config.gan_mode, config.lambda_gan, config.lambda_recon, config.lambda_distill,
                                   config.recon, paired(config))
+    sampler = None
+    if config.method == 'supernet':
+        sampler = rules.resnet_sampler(search_space(config), student.n_blocks, config.weighted_sample,
+                                       config.weight_strategy)
     steps = steps_lib.DistillSteps(mesh, student, teacher, disc, adapters, cfg, g_tx, d_tx,
-                                   distill.resnet_mapping_layers(teacher.n_blocks))
+                                   distill.resnet_mapping_layers(teacher.n_blocks), sample_widths=sampler)
     rng = jax.random.key(config.seed)
     shape = (1, config.resolution, config.resolution, student.full_widths[2])
 
@@ -159,11 +279,13 @@ def make_stage(config, workdir: str) -> loop.Stage:
     teacher_args = steps.replicate(t_vars)
     test = img2img.test_batch(dcfg)
     teacher_out = to_uint8(img2img._apply(teacher)(t_vars, test['A']))
+    shown = sample_configs(config)
 
     def samples(state):
-        """Rows of input | student | teacher (| target, paired) on held-out examples."""
-        out = to_uint8(img2img._apply(student)(student_variables(state), test['A']))
-        cols = [to_uint8(test['A']), out, teacher_out] + ([to_uint8(test['B'])] if paired(config) else [])
+        """Rows of input | student (largest | smallest, supernet) | teacher (| target, paired) on held-out examples."""
+        v = student_variables(state)
+        outs = [to_uint8(generate(student, v, test['A'], c)) for c in shown.values()]
+        cols = [to_uint8(test['A']), *outs, teacher_out] + ([to_uint8(test['B'])] if paired(config) else [])
         return np.concatenate([np.concatenate(row, axis=1) for row in zip(*cols)], axis=0)
 
     def data(start: int):
@@ -173,7 +295,56 @@ def make_stage(config, workdir: str) -> loop.Stage:
         name=config.name, init_state=init_state, programs=[loop.Program('step', steps.program(), args=(teacher_args,))],
         data=data, shard_batch=steps.shard_batch, checked_trees=lambda s: (s.g_params, s.d_params),
         batch_size=config.batch_size, meta={'config': config.to_dict()}, samples=samples,
-        export=functools.partial(export, config, workdir=workdir, student=student, disc=disc))
+        export=functools.partial(export, config, workdir=workdir, student=student, disc=disc),
+        evaluate=functools.partial(evaluate, config, workdir=workdir, student=student, teacher=(teacher, t_vars))
+        if config.eval_every else None)
+
+
+def heldout_batches(config, split: str, batch_size: int, teacher=None, source=None) -> list[tuple]:
+    """``[(A, {'real': B (paired data only), 'teacher': teacher(A)})]``: ``split`` (or ``source``,
+    rows of it) in order, whole batches of ``batch_size`` (evaluation preprocessing), on this host."""
+    dcfg = data_config(config)
+    source = img2img.source_of(dcfg, split) if source is None else source
+    n = len(source) if not isinstance(source, pipe.UnpairedSource) else min(len(source.a), len(source.b))
+    if n < batch_size:
+        raise ValueError(f'the held-out split has {n} examples, fewer than one batch of {batch_size}')
+    out = []
+    with img2img.make_stream(dcfg, split, 0, batch_size, train=False, source=source, process_index=0,
+                             process_count=1, prefetch=1) as stream:
+        for step in range(n // batch_size):
+            b = stream.batch_at(step)
+            refs = {'real': b['B']} if paired(config) else {}
+            if teacher is not None:
+                refs['teacher'] = np.asarray(img2img._apply(teacher[0])(teacher[1], b['A']))
+            out.append((b['A'], refs))
+    return out
+
+
+def evaluate(config, state, step: int, writer, workdir: str, student, teacher) -> dict:
+    """The student (supernet: its largest and smallest configurations) on ``test_split``: FID and / or
+    the quality measures, written as ``eval/<config>/<measure>``."""
+    from anycost_jax.eval import img2img_quality as quality_lib
+    metrics, results = eval_metrics(config), {}
+    v = student_variables(state)
+    batches = heldout_batches(config, config.test_split, config.eval_batch_size, teacher) \
+        if 'quality' in metrics else None
+    for name, c in sample_configs(config).items():
+        if 'quality' in metrics:
+            scores = quality_lib.quality(lambda x: generate(student, v, x, c), batches)
+            results.update({f'eval/{name}/{k}': s for k, s in scores.items()})
+        if 'fid' in metrics:
+            gen, g_vars = (student, v) if c is None else resnet.export(student, v, c)
+            dcfg = data_config(config)
+            stats = config.fid_stats or os.path.join(
+                workdir, 'fid_stats', f"{config.dataset.replace('/', '_')}_{config.test_split}_AtoB_"
+                f"{config.resolution}.npz")
+            results[f'eval/{name}/fid'] = img2img.fid(dcfg, gen, g_vars, img2img.feature_extractor(config),
+                                                      batch_size=config.eval_batch_size,
+                                                      stats_path=stats.replace('{direction}', 'AtoB'))
+    if writer is not None:
+        writer.write_scalars(step, results)
+    log.info('step %d: %s', step, ', '.join(f'{k} {x:.4f}' for k, x in sorted(results.items())))
+    return results
 
 
 def student_variables(state) -> dict:
@@ -181,7 +352,8 @@ def student_variables(state) -> dict:
 
 
 def export(config, state, workdir: str, student=None, disc=None) -> None:
-    """The distilled student and its discriminator as model directories (``generator/``, ``discriminator/``)."""
+    """The distilled student (supernet: the super generator, every width) and its discriminator as
+    model directories (``generator/``, ``discriminator/``)."""
     if student is None or disc is None:
         teacher = load_teacher(config)
         student = load_student(config, teacher)[0] if student is None else student
@@ -189,4 +361,5 @@ def export(config, state, workdir: str, student=None, disc=None) -> None:
     modeldir.save(os.path.join(workdir, workdir_lib.GENERATOR), student, student_variables(state))
     modeldir.save(os.path.join(workdir, workdir_lib.DISCRIMINATOR), disc,
                   sharding.local_copy({'params': state.d_params, **state.d_stats}))
-    log.info('exported the distilled student (ngf %d) and its discriminator to %s', config.student_ngf, workdir)
+    log.info('exported the %s (ngf %d) and its discriminator to %s',
+             'supernet' if config.method == 'supernet' else 'distilled student', config.student_ngf, workdir)
