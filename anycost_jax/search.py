@@ -36,6 +36,12 @@ plus MSE) on held-out z measured by :class:`anycost_jax.eval.consistency.Consist
 which renders every width in one compiled program per resolution. A candidate's key is its
 sub-network: layers above its resolution do not run, so they are not part of its identity.
 
+**Image-to-image** (:class:`ResnetSpace`): a candidate is one of GAN Compression's 8-entry configs
+of a ResNet / MobileNet-ResNet supernet (:class:`ConfigCandidate`, keyed by its entries), its MACs
+counted at the config; the fitness is a quality measure of its outputs on held-out inputs
+(:func:`anycost_jax.eval.img2img_quality.config_fitness`). :func:`anycost_jax.train.gan_compression.search_supernet`
+runs it on a trained supernet with the original's settings and exports the result.
+
 The original's searched configurations (``assets/evolve_configs/*.json``) are written as
 ``{name: {"channels": [...], "res": int, "macs": int, "dist": float}}``, named after the
 budget (e.g. "101G" for a 101e9-MAC budget); :func:`to_json` writes the same schema.
@@ -497,3 +503,116 @@ def plot_tradeoff(path: str, searched: Mapping[str, Candidate | dict], uniform: 
                   title: Optional[str] = None, ylabel: str = 'distance to the full generator') -> str:
     """:func:`plot_points` of searched sub-generators against the uniform ones, one line per resolution."""
     return plot_points(path, searched, uniform, series='res', baseline_label='uniform', title=title, ylabel=ylabel)
+
+
+# ---------------------------------------------------------------------- image-to-image: ResNet supernets
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigCandidate:
+    """One sub-network of a ResNet supernet: its 8 config entries (GAN Compression's config string),
+    its MACs and distance (NaN until scored)."""
+    config: tuple[int, ...]
+    macs: int
+    dist: float = math.nan
+
+    @property
+    def config_str(self) -> str:
+        return '_'.join(str(c) for c in self.config)
+
+    @property
+    def key(self) -> tuple:
+        return self.config
+
+    @property
+    def order(self) -> tuple:
+        return self.config
+
+    def scored(self, dist: float) -> 'ConfigCandidate':
+        return dataclasses.replace(self, dist=float(dist))
+
+    def to_json(self) -> dict:
+        return {'config_str': self.config_str, 'macs': int(self.macs), 'dist': float(self.dist)}
+
+
+class ResnetSpace:
+    """GAN Compression's search space of a ResNet / MobileNet-ResNet supernet (``evolution_search.py``):
+    each of the 8 config entries takes one of its candidates (:func:`anycost_jax.elastic.img2img.search_space`:
+    a name such as 'channels-48', or the lists). MACs are :func:`anycost_jax.macs.count_macs` of the
+    supernet at the config on one ``image_size`` input (the papers' torchprofile convention by
+    default), counted once per config. Random candidates draw each entry uniformly, or with the
+    original's weights (``weighted_sample`` > 1, as its first generation); a mutant redraws each
+    entry with probability ``mutate_prob``; crossover takes each entry from either parent. Seeds:
+    the largest and smallest configs and every uniform one (one width in every entry), so the
+    search is never worse than those within the budget (the original starts from random ones).
+    """
+
+    def __init__(self, gen, space='channels-48', image_size=256, weighted_sample: float = 1.,
+                 weight_strategy: str = 'arithmetic', convention: str = 'torchprofile-0.0.1'):
+        import jax
+        import jax.numpy as jnp
+        from anycost_jax.elastic import img2img as rules
+        if gen.widths is not None:
+            raise ValueError('search the supernet (full widths), not an exported sub-network')
+        self.gen, self.choices = gen, rules.search_space(space)
+        try:
+            rules.resolve_resnet_config(tuple(max(e) for e in self.choices), gen.full_widths)
+        except ValueError as e:
+            raise ValueError(f'search space {space!r} does not fit the supernet (ngf {gen.ngf}): {e}') from None
+        h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+        self.input = jax.ShapeDtypeStruct((1, h, w, gen.input_nc), jnp.float32)
+        self.weights = [rules.sampling_weights(len(e), weighted_sample, weight_strategy) for e in self.choices]
+        self.convention = convention
+        self._macs: dict = {}
+
+    def macs_of(self, config: Sequence[int]) -> int:
+        config = tuple(int(c) for c in config)
+        if config not in self._macs:
+            self._macs[config] = macs.count_macs(self.gen, self.input, convention=self.convention,
+                                                 config='_'.join(map(str, config)))
+        return self._macs[config]
+
+    def candidate(self, config: Sequence[int]) -> ConfigCandidate:
+        config = tuple(int(c) for c in config)
+        return ConfigCandidate(config, self.macs_of(config))
+
+    def uniform_widths(self) -> list[int]:
+        """The widths every entry offers (each a uniform config)."""
+        return sorted(set.intersection(*(set(e) for e in self.choices)))
+
+    def uniform(self, width: int) -> ConfigCandidate:
+        if width not in self.uniform_widths():
+            raise ValueError(f'width {width} is not offered by every entry; uniform widths: {self.uniform_widths()}')
+        return self.candidate((width,) * len(self.choices))
+
+    # -------------------------------------------------------------- the Space protocol
+
+    def feasible(self, budget: int) -> 'ResnetSpace':
+        """The space itself; a budget below its smallest config fails, naming that config's MACs."""
+        small = self.cheapest()
+        if small.macs > budget:
+            raise ValueError(f'budget {budget:,} MACs is below the smallest configuration {small.config_str} '
+                             f'({small.macs:,} MACs)')
+        return self
+
+    def seeds(self, budget: int) -> list[ConfigCandidate]:
+        del budget  # the engine drops those over it
+        largest = self.candidate(tuple(max(e) for e in self.choices))
+        return [largest, *(self.uniform(w) for w in self.uniform_widths()[::-1]), self.cheapest()]
+
+    def cheapest(self) -> ConfigCandidate:
+        return self.candidate(tuple(min(e) for e in self.choices))
+
+    def random(self, rng: np.random.Generator) -> ConfigCandidate:
+        def pick(entry, weights):
+            p = None if weights is None else np.asarray(weights) / np.sum(weights)
+            return entry[rng.choice(len(entry), p=p)]
+        return self.candidate([pick(e, w) for e, w in zip(self.choices, self.weights)])
+
+    def mutate(self, parent: ConfigCandidate, rng: np.random.Generator, prob: float) -> ConfigCandidate:
+        return self.candidate([e[rng.integers(len(e))] if rng.random() < prob else old
+                               for old, e in zip(parent.config, self.choices)])
+
+    def crossover(self, a: ConfigCandidate, b: ConfigCandidate, rng: np.random.Generator) -> ConfigCandidate:
+        pick = rng.random(len(self.choices)) < 0.5
+        return self.candidate([x if p else y for x, y, p in zip(a.config, b.config, pick)])

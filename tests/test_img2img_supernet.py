@@ -10,7 +10,7 @@ from anycost_jax import convert, sharding
 from tests.test_img2img_distill import _distill_config
 from tests.test_trainer import scalars
 
-SPACE = '8,6|8,6|8,6,4|8,6,4|8,6,4|8,6,4|8,4|8,4'  # spelled out: tiny widths, still 1296 configurations
+SPACE = '|'.join(['8,6,4'] * 8)  # spelled out: tiny widths, still 6561 configurations, 3 of them uniform
 
 
 # --------------------------------------------------------------------------- quality measures
@@ -160,3 +160,61 @@ def test_supernet_config_errors(tmp_path):
     with pytest.raises(ValueError, match="is a UnetGenerator; the ResNet distiller takes a full ResNet or "
                                          "MobileNet-ResNet generator"):
         run(teacher=str(tmp_path / 'unet'))
+
+
+# --------------------------------------------------------------------------- search and export
+
+
+def test_resnet_space_draws_within_its_candidates():
+    from anycost_jax import macs, search
+    from anycost_jax.models.img2img import MobileResnetGenerator
+    gen = MobileResnetGenerator(ngf=8, clamp_input=True)
+    space = search.ResnetSpace(gen, SPACE, 16)
+    rng = np.random.default_rng(0)
+    drawn = [space.random(rng) for _ in range(50)]
+    assert all(c in e for d in drawn for c, e in zip(d.config, space.choices))
+    assert len({d.key for d in drawn}) > 25
+    parent, other = space.candidate((8,) * 8), space.cheapest()
+    assert space.mutate(parent, rng, 0.).config == parent.config
+    assert sum(a != b for a, b in zip(space.mutate(parent, rng, 1.).config, parent.config)) >= 3
+    child = space.crossover(parent, other, rng)
+    assert all(c in (a, b) for c, a, b in zip(child.config, parent.config, other.config))
+    assert space.uniform_widths() == [4, 6, 8] and space.cheapest().config == (4,) * 8
+    x = jax.ShapeDtypeStruct((1, 16, 16, 3), np.float32)
+    assert other.macs == macs.count_macs(gen, x, config='4_4_4_4_4_4_4_4') < parent.macs
+    with pytest.raises(ValueError, match='does not fit the supernet \\(ngf 8\\)'):
+        search.ResnetSpace(gen, 'channels-32', 16)
+
+
+@pytest.mark.slow
+def test_search_finds_a_sub_network_within_budget_and_exports_it(supernet_run, tmp_path):
+    from anycost_jax import search
+    from anycost_jax.eval import img2img_quality as quality_lib
+    from anycost_jax.models.img2img import resnet
+    from anycost_jax.train import gan_compression
+    from anycost_jax import workdir as workdir_lib
+    workdir = os.path.join(supernet_run['root'], 'a')
+    gen, g_vars = convert.load_img2img_generator(os.path.join(workdir, 'generator'))
+    space = search.ResnetSpace(gen, SPACE, 16)
+    uniform6 = space.uniform(6)
+    budget = uniform6.macs
+    out = str(tmp_path / 'found')
+    result, path = gan_compression.search_supernet(workdir, budget, output=out, population=8, iterations=2)
+    assert path == out and result.best.macs <= budget
+    # the found config is no worse than the uniform one of similar cost, measured afresh on the held-out rows
+    config = workdir_lib.read_config(workdir)
+    batches = gan_compression.search_batches(config, 'holdout', gan_compression.load_teacher(config))
+    assert len(batches) == 1 and len(batches[0][0]) == 8
+    best, base = quality_lib.config_fitness(gen, g_vars, batches, 'teacher/lpips')([result.best, uniform6])
+    assert best == pytest.approx(result.best.dist, rel=1e-5) and best <= base + 1e-6
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
+    want = np.asarray(gen.apply(g_vars, x, config=result.best.config_str))
+    sub, s_vars = convert.load_img2img_generator(out)
+    assert sub.widths == resnet.export(gen, g_vars, result.best.config_str)[0].widths
+    np.testing.assert_allclose(sub.apply(s_vars, x), want, atol=1e-5)
+    pth, p_vars = convert.load_img2img_generator(out + '.pth', netG='sub_mobile_resnet_9blocks')
+    np.testing.assert_allclose(pth.apply(p_vars, x), want, atol=1e-5)
+    assert os.path.isfile(out + '.json')
+    small = space.cheapest()
+    with pytest.raises(ValueError, match=f'below the smallest configuration 4_4_4_4_4_4_4_4 \\({small.macs:,} MACs\\)'):
+        gan_compression.search_supernet(workdir, small.macs - 1, output=str(tmp_path / 'none'))

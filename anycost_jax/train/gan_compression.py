@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from typing import Optional
 
 import jax
 import ml_collections
@@ -363,3 +364,67 @@ def export(config, state, workdir: str, student=None, disc=None) -> None:
                   sharding.local_copy({'params': state.d_params, **state.d_stats}))
     log.info('exported the %s (ngf %d) and its discriminator to %s',
              'supernet' if config.method == 'supernet' else 'distilled student', config.student_ngf, workdir)
+
+
+# ---------------------------------------------------------------------------- search and export
+
+# evolution_search.py's defaults
+SEARCH_DEFAULTS = dict(population=100, iterations=500, parent_ratio=0.25, mutation_ratio=0.5, mutate_prob=0.2)
+SEARCHED = 'searched'  # WORKDIR/searched/<budget name>: the found sub-networks
+
+
+def search_batches(config, split: str, teacher) -> list[tuple]:
+    """The search's held-out batches: ``split`` 'holdout' is the training examples the stage kept out
+    (``holdout_examples``), any other name a split of the dataset."""
+    dcfg = data_config(config)
+    if split != 'holdout':
+        return heldout_batches(config, split, config.eval_batch_size, teacher)
+    if not config.holdout_examples:
+        raise ValueError('the supernet trained on every training example (config.holdout_examples=0): train it '
+                         "with --config.holdout_examples=N to search on held-out training examples, or pass "
+                         "split='test' (the test split)")
+    _, held = split_holdout(img2img.source_of(dcfg, dcfg.train_split), config.holdout_examples)
+    return heldout_batches(config, dcfg.train_split, min(config.eval_batch_size, config.holdout_examples),
+                           teacher, source=held)
+
+
+def search_supernet(workdir: str, budget: float, *, measure: str = 'teacher/lpips', split: str = 'holdout',
+                    output: Optional[str] = None, image_size: Optional[int] = None, seed: int = 0,
+                    cache: Optional[dict] = None, progress=None, **evolve_kw):
+    """Searches the supernet trained in ``workdir`` for the sub-network of at most ``budget`` MACs with
+    the best ``measure``, and exports it.
+
+    Args:
+      workdir: a ``supernet`` stage's workdir (its ``config.json`` and exported ``generator/``).
+      budget: MACs at ``image_size`` (default: the config's resolution).
+      measure: '<real|teacher>/<l1|psnr|lpips>' (:mod:`anycost_jax.eval.img2img_quality`; 'real' on
+        paired data only).
+      split: 'holdout' (the training examples the stage kept out) or a split of the dataset.
+      output: the found sub-network's model directory (default ``WORKDIR/searched/<budget name>``);
+        its gan-compression ``.pth`` is written as ``<output>.pth``, the search's best as ``<output>.json``.
+      seed, cache, progress, evolve_kw: :func:`anycost_jax.search.evolve`'s (defaults: :data:`SEARCH_DEFAULTS`).
+    Returns:
+      ``(search.SearchResult, output)``.
+    """
+    from anycost_jax import search as search_lib
+    from anycost_jax.eval import img2img_quality as quality_lib
+    config = workdir_lib.read_config(workdir)
+    if config.get('family') != 'gan_compression' or config.method != 'supernet':
+        raise ValueError(f'{workdir} holds a {config.get("family")} {config.get("method")!r} run; the search '
+                         "takes a gan_compression 'supernet' stage's workdir")
+    gen, variables = convert.load_img2img_generator(os.path.join(workdir, workdir_lib.GENERATOR))
+    space = search_lib.ResnetSpace(gen, config.search_space, image_size or config.resolution,
+                                   config.weighted_sample, config.weight_strategy)
+    space.feasible(int(budget))  # before any data is read
+    batches = search_batches(config, split, load_teacher(config))
+    fitness = quality_lib.config_fitness(gen, variables, batches, measure)
+    result = search_lib.evolve(space, int(budget), fitness, seed=seed, cache=cache, progress=progress,
+                               **{**SEARCH_DEFAULTS, **evolve_kw})
+    output = output or os.path.join(workdir, SEARCHED, search_lib.budget_name(budget))
+    sub, sub_vars = resnet.export(gen, variables, result.best.config_str)
+    modeldir.save(output, sub, sub_vars)
+    convert.save_img2img_generator(output.rstrip('/') + '.pth', sub, sub_vars)
+    search_lib.save_json(output.rstrip('/') + '.json', {search_lib.budget_name(budget): result})
+    log.info('searched %s: %s, %d MACs, %s %.5f; exported to %s', workdir, result.best.config_str, result.best.macs,
+             measure, result.best.dist, output)
+    return result, output
