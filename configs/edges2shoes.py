@@ -8,6 +8,10 @@ resize_and_crop 286 -> 256 with flips. ``mobile``: the same with the MobileNet-R
 ``distill.sh``): a MobileNet-ResNet student of ngf 48 pruned from the mobile teacher by L1 norm and
 distilled from it (L1 x 100 to the real photos, hinge, feature distillation x 1 through four 1x1
 adapters), its D from the teacher's; pass ``--config.teacher=runs/edges2shoes_mobile``.
+``supernet`` (its ``train_supernet.sh``): the once-for-all student of ngf 48 over ``channels-48``
+from the distill run's student and D, 10 + 30 epochs; the original trains it on a part of the
+training pairs (``train1.meta``) and searches on the rest: ``--config.holdout_examples=N`` keeps
+the last N out, for ``gan_compression.search_supernet(workdir, budget)``.
 
 Data: the pix2pix release of edges2shoes-r (``<dir>/train/*.jpg``, ``<dir>/val/*.jpg``, each image
 edges | photo side by side), read from ``--config.manual_dir`` and prepared once into TFDS
@@ -20,21 +24,27 @@ the val photos' Inception statistics). The original trained on one GPU for about
         --config.manual_dir=/data/edges2shoes-r --config.data_dir=~/tensorflow_datasets
     python launch/train.py --config=configs/edges2shoes.py:distill --workdir=runs/edges2shoes_distill \
         --config.manual_dir=/data/edges2shoes-r --config.teacher=runs/edges2shoes_mobile
+    python launch/train.py --config=configs/edges2shoes.py:supernet --workdir=runs/edges2shoes_supernet \
+        --config.manual_dir=/data/edges2shoes-r --config.teacher=runs/edges2shoes_mobile \
+        --config.pretrained=runs/edges2shoes_distill --config.discriminator=runs/edges2shoes_distill
 """
 from anycost_jax.train import gan_compression, img2img
 
 
 def get_config(arg: str = ''):
     arg = arg or 'full'
-    if arg not in ('full', 'mobile', 'distill'):
-        raise ValueError(f"configs/edges2shoes.py:{arg}: expected 'full', 'mobile' or 'distill'")
-    c = gan_compression.base_config() if arg == 'distill' else img2img.base_config('pix2pix')
+    if arg not in ('full', 'mobile', 'distill', 'supernet'):
+        raise ValueError(f"configs/edges2shoes.py:{arg}: expected 'full', 'mobile', 'distill' or 'supernet'")
+    compress = arg in ('distill', 'supernet')
+    c = gan_compression.base_config(arg) if compress else img2img.base_config('pix2pix')
     c.name = f'edges2shoes_{arg}'
     c.dataset, c.train_split, c.test_split = 'paired_images/edges2shoes-r', 'train', 'val'
-    if arg != 'distill':
+    if not compress:
         c.netG = 'resnet' if arg == 'full' else 'mobile_resnet'
+    if arg == 'supernet':
+        c.n_epochs, c.n_epochs_decay = 10, 30
     c.batch_size = 4
-    # 5 + 15 epochs of the 49825 training pairs at batch 4
-    c.num_steps = 20 * (49825 // 4)
+    # 5 + 15 epochs (supernet: 10 + 30) of the 49825 training pairs at batch 4
+    c.num_steps = (c.n_epochs + c.n_epochs_decay) * (49825 // 4)
     c.log_every, c.sample_every, c.checkpoint_every = 100, 5000, 5000
     return c

@@ -146,7 +146,7 @@ def _teacher_run(tmp_path, method='pix2pix'):
 
 def _distill_config(teacher, dataset='shapes_img2img/labels2image', **kw):
     from anycost_jax.train import gan_compression
-    c = gan_compression.base_config()
+    c = gan_compression.base_config(kw.pop('stage', 'distill'))
     c.dataset, c.teacher, c.student_ngf = dataset, teacher, 2
     c.resolution, c.ndf, c.n_layers_D = 16, 4, 1
     c.batch_size, c.train_examples, c.num_steps = 8, 24, 4

@@ -59,7 +59,7 @@ def teacher_run(tmp_path_factory):
 
 
 def _supernet_config(teacher, **kw):
-    c = _distill_config(teacher, method='supernet', student_ngf=8, search_space=SPACE, eval_metrics='quality',
+    c = _distill_config(teacher, stage='supernet', student_ngf=8, search_space=SPACE, eval_metrics='quality',
                         eval_every=4, eval_batch_size=8, test_examples=8, holdout_examples=8)
     c.update(kw)
     return c
@@ -93,10 +93,12 @@ def supernet_run(teacher_run, tmp_path_factory):
     mp.setattr(rules, 'resnet_sampler', sampler)
     mp.setattr(steps_lib.DistillSteps, '__init__', init)
     try:
-        straight = trainer.train_and_evaluate(_supernet_config(teacher_run), str(root / 'a'))
+        # the teacher run's workdir also as pretrained (as wide as the student: taken as it is) and D
+        kw = dict(pretrained=teacher_run, discriminator=teacher_run)
+        straight = trainer.train_and_evaluate(_supernet_config(teacher_run, **kw), str(root / 'a'))
         steps = made[-1]
-        trainer.train_and_evaluate(_supernet_config(teacher_run, num_steps=2), str(root / 'b'))
-        resumed = trainer.train_and_evaluate(_supernet_config(teacher_run), str(root / 'b'))
+        trainer.train_and_evaluate(_supernet_config(teacher_run, num_steps=2, **kw), str(root / 'b'))
+        resumed = trainer.train_and_evaluate(_supernet_config(teacher_run, **kw), str(root / 'b'))
     finally:
         mp.undo()
     return {'root': root, 'straight': straight, 'resumed': resumed, 'traces': steps.traces, 'drawn': drawn}
@@ -134,6 +136,18 @@ def test_supernet_stage_exports_evaluates_and_samples_both_ends(supernet_run):
     grid = np.asarray(Image.open(os.path.join(workdir, 'samples', '00000004.png')))
     assert grid.shape == (2 * 16, 5 * 16, 3)  # input | largest | smallest | teacher | target, 2 rows
     assert not np.array_equal(grid[:, 16:32], grid[:, 32:48])
+
+
+@pytest.mark.parametrize('name,ngf,space,epochs', [('horse2zebra', 32, 'channels-32', 400),
+                                                   ('edges2shoes', 48, 'channels-48', 40)])
+def test_real_data_supernet_configs_are_the_originals_train_supernet(name, ngf, space, epochs):
+    import importlib
+    from anycost_jax.train import gan_compression
+    c = importlib.import_module(f'configs.{name}').get_config('supernet')
+    assert (c.family, c.method, c.student_ngf, c.search_space) == ('gan_compression', 'supernet', ngf, space)
+    assert c.n_epochs + c.n_epochs_decay == epochs
+    assert gan_compression.search_space(c) == gan_compression.rules.RESNET_SEARCH_SPACES[space]
+    assert 'search_space' not in importlib.import_module(f'configs.{name}').get_config('distill')
 
 
 def test_supernet_config_errors(tmp_path):

@@ -71,10 +71,11 @@ def base_config(method: str = 'distill') -> ml_collections.ConfigDict:
         raise ValueError(f'method={method!r}: the gan_compression family has {METHODS}')
     c = img2img.base_config('pix2pix')
     c.family, c.method, c.name = 'gan_compression', method, method
-    c.search_space = 'channels-48'      # supernet: a name of elastic.img2img.RESNET_SEARCH_SPACES
-    c.weighted_sample, c.weight_strategy = 1., 'arithmetic'
-    c.holdout_examples = 0              # supernet: last training examples kept out, for the search
-    c.eval_metrics = 'fid,quality'      # with eval_every: what the largest / smallest configs get
+    c.eval_metrics = 'fid,quality'      # with eval_every: what the student (largest / smallest configs) gets
+    if method == 'supernet':  # only there: a distill run's config (and its resume) is as before
+        c.search_space = 'channels-48'  # a name of elastic.img2img.RESNET_SEARCH_SPACES, or the lists
+        c.weighted_sample, c.weight_strategy = 1., 'arithmetic'
+        c.holdout_examples = 0          # the last training examples kept out of training, for the search
     c.teacher, c.teacher_netG = '', 'mobile_resnet_9blocks'  # a workdir, model dir or .pth (+ its --netG)
     c.pretrained = ''                   # the student's initialization before pruning ('': the teacher)
     c.discriminator = ''                # '': the teacher run's discriminator
@@ -145,8 +146,10 @@ def load_student(config, teacher):
 
 
 def load_discriminator(config):
-    path = config.discriminator or _run_part(config.teacher, workdir_lib.DISCRIMINATOR)
-    if path == config.teacher:
+    # a training workdir (e.g. the distill run's, for the supernet) stands for its exported discriminator/
+    path = _run_part(config.discriminator, workdir_lib.DISCRIMINATOR) if config.discriminator else \
+        _run_part(config.teacher, workdir_lib.DISCRIMINATOR)
+    if not config.discriminator and path == config.teacher:
         raise ValueError(f'config.discriminator is empty and config.teacher={config.teacher!r} is not a training '
                          'workdir with a discriminator/: pass the teacher\'s discriminator (its latest_net_D.pth or '
                          'our model directory) as --config.discriminator')
@@ -251,7 +254,7 @@ def generate(gen, variables, x, config=None):
 def make_stage(config, workdir: str) -> loop.Stage:
     mesh = sharding.data_mesh()
     dcfg = data_config(config)
-    train_source, _ = split_holdout(img2img.source_of(dcfg, dcfg.train_split), config.holdout_examples)
+    train_source, _ = split_holdout(img2img.source_of(dcfg, dcfg.train_split), config.get('holdout_examples', 0))
     spe = max(1, len(train_source) // config.batch_size)
     teacher, t_vars = load_teacher(config)
     student, s_vars = load_student(config, (teacher, t_vars))
