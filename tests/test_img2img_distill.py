@@ -165,7 +165,9 @@ def test_distill_stage_from_a_teacher_run_resumes_exactly_and_exports(tmp_path, 
     equal 2 + 2 resumed, bit for bit; the exported student is the narrower MobileNet-ResNet."""
     from anycost_jax.train import trainer
     teacher = _teacher_run(tmp_path, method)
-    straight = trainer.train_and_evaluate(_distill_config(teacher, dataset), str(tmp_path / 'a'))
+    # the straight run also evaluates the student (L1 / PSNR / LPIPS; eval fields do not shape a run)
+    straight = trainer.train_and_evaluate(_distill_config(teacher, dataset, eval_every=4, eval_metrics='quality',
+                                                          test_examples=8, eval_batch_size=8), str(tmp_path / 'a'))
     trainer.train_and_evaluate(_distill_config(teacher, dataset, num_steps=2), str(tmp_path / 'b'))
     resumed = trainer.train_and_evaluate(_distill_config(teacher, dataset), str(tmp_path / 'b'))
     for x, y in zip(jax.tree.leaves(sharding.local_copy((straight.g_params, straight.d_params))),
@@ -174,6 +176,11 @@ def test_distill_stage_from_a_teacher_run_resumes_exactly_and_exports(tmp_path, 
     gen, g_vars = convert.load_img2img_generator(os.path.join(tmp_path, 'a', 'generator'))
     assert gen.mobile and gen.ngf == 2 and gen.n_blocks == 9
     assert os.listdir(os.path.join(tmp_path, 'a', 'samples'))
+    from tests.test_trainer import scalars
+    values, _ = scalars(str(tmp_path / 'a'))
+    refs = ('real', 'teacher') if method == 'pix2pix' else ('teacher',)  # unpaired: no ground truth
+    assert {k for k in values if k.startswith('eval/')} == {f'eval/student/{r}/{m}' for r in refs
+                                                           for m in ('l1', 'psnr', 'lpips')}
     with pytest.raises(ValueError, match='student_ngf=8 is wider'):
         trainer.train_and_evaluate(_distill_config(teacher, dataset, student_ngf=8), str(tmp_path / 'c'))
 
