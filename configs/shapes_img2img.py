@@ -10,8 +10,8 @@ gradient background (:mod:`anycost_jax.data.procedural_img2img`). ``get_config(a
 * ``edges2image``: the same on the shapes' outlines -> the scene with each shape in its kind's
   color (discs red, squares blue, rings yellow: what an outline determines);
 * ``recolor``: CycleGAN (Zhu et al. 2017: LSGAN, cycle x 10, identity x 0.5, pools of 50) from
-  scenes with red and green shapes to scenes with blue and yellow ones (red -> blue, green ->
-  yellow), never paired; two ResNet generators (ngf 8, 6 blocks);
+  scenes with red and green shapes to scenes with yellow and blue ones (red -> yellow, green ->
+  blue), never paired; two ResNet generators (ngf 8, 6 blocks);
 * ``gaugan``: GauGAN (Park et al. 2019: hinge + feature matching x 10, TTUR) from one-hot label
   maps (13 classes) -> the scene with a SPADE generator (ngf 4, 'normal' upsampling, instance
   param-free norm), no VGG loss

@@ -79,9 +79,13 @@ def test_recolor_ground_truth_permutes_the_palette_only():
 
 
 def test_recolor_domains_differ_in_distribution():
-    # Shapes of A are only red or green, of B only blue or yellow: no image could belong to both
+    # Shapes of A are only red or green, of B only yellow or blue: no image could belong to both
     # (with the whole palette on both sides, the identity was a perfect CycleGAN solution).
     assert set(p2p.DOMAIN_A) == {0, 1} and set(p2p.DOMAIN_B) == {2, 3}
+    # each A color goes to the nearer B color: the mapping unpaired training can identify
+    for a in (0, 1):
+        dist = {b: np.square(procedural.COLORS[a] - procedural.COLORS[b]).sum() for b in (2, 3)}
+        assert p2p.RECOLOR[a] == min(dist, key=dist.get)
     for i in range(8):
         ex = p2p.example('recolor', i, 32)
         for key, allowed in (('A', p2p.DOMAIN_A), ('B', p2p.DOMAIN_B)):

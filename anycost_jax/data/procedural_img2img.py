@@ -16,13 +16,16 @@ exact ground truth:
   painted in its *kind's* color (:data:`KIND_COLORS`: discs red, squares blue, rings yellow).
   An outline says nothing of a shape's own color draw, so with that as the target a generator
   could only learn the palette's mean; its kind it can read from the outline.
-* ``recolor`` (unpaired; horse2zebra-like): domain A is the scenes with warm-and-green shapes
-  (:data:`DOMAIN_A`: red and green), domain B the scenes with those colors swapped for their
-  partners (:data:`RECOLOR`: red -> blue, green -> yellow). The two domains must differ in
-  distribution: with the whole palette on both sides (as before), B was A's own distribution,
-  and the identity was a perfect CycleGAN solution. ``trainA`` draws even indices and
-  ``trainB`` odd ones, so no pair is ever seen; the ground truth of A -> B for scene ``i`` is
-  scene ``i`` repainted, which :func:`recolor_target` draws.
+* ``recolor`` (unpaired; horse2zebra-like): domain A is the scenes with red and green shapes
+  (:data:`DOMAIN_A`), domain B the same kind of scenes with yellow and blue ones. The domains
+  must differ in distribution (with the whole palette on both sides, as before, B was A's own
+  distribution and the identity a perfect CycleGAN solution). Unpaired data cannot say which
+  of the two bijections between {red, green} and {yellow, blue} is meant; the ground truth is
+  the one that changes colors least in RGB distance (:data:`RECOLOR`: red -> yellow, green -> blue), which is
+  what the identity and cycle losses settle on (a run with the other mapping as the ground truth
+  learned this one). ``trainA`` draws even indices and ``trainB`` odd ones, so no pair is ever
+  seen; the ground truth of A -> B for scene ``i`` is scene ``i`` repainted, which
+  :func:`recolor_target` draws.
 """
 from __future__ import annotations
 
@@ -39,9 +42,9 @@ LABEL_COLORS = np.array([(128, 128, 128)] + [
               (1, .5, .5), (.5, 1, .5), (.5, .5, 1), (1, 1, .6),  # squares
               (.5, 0, 0), (0, .5, 0), (0, 0, .5), (.5, .5, 0)]],  # rings
     np.uint8)
-RECOLOR = np.array([2, 3, 0, 1])  # color index -> its partner: red <-> blue, green <-> yellow
+RECOLOR = np.array([3, 2, 1, 0])  # color index -> its nearest partner: red <-> yellow, green <-> blue
 DOMAIN_A = np.array([0, 1, 0, 1])  # a scene's color draw (0..3) -> its color in domain A: red or green
-DOMAIN_B = RECOLOR[DOMAIN_A]       # ... in domain B: blue or yellow
+DOMAIN_B = RECOLOR[DOMAIN_A]       # ... in domain B: yellow or blue
 KIND_COLORS = COLORS[[0, 2, 3]]   # edges2image targets: disc red, square blue, ring yellow
 PAIRED_BACKGROUND = (0, 3, np.pi / 4)  # tones (dark slate, sand) and gradient angle of the paired targets
 SPLITS = ('train', 'test')
@@ -77,7 +80,7 @@ def recolor_source(index: int, resolution: int, seed: int = 0) -> np.ndarray:
 
 
 def recolor_target(index: int, resolution: int, seed: int = 0) -> np.ndarray:
-    """Scene ``index`` in domain B (blue and yellow): the ground truth of translating its domain-A image."""
+    """Scene ``index`` in domain B (yellow and blue): the ground truth of translating its domain-A image."""
     return render_example(index, resolution, seed, colors=COLORS[DOMAIN_B])
 
 
