@@ -24,7 +24,8 @@ measured twice. ``progress`` hears of every generation before and after it is sc
 and an output resolution. Widths come from the flexible channel space the generator is trained
 on (:class:`anycost_jax.elastic.FlexibleSpace`: ``RATIOS`` x full width, at least
 ``min_channel``, rounded up to ``divided_by``, never below the 0.25-uniform width);
-resolutions default to the four highest (the original trains ``n_res=4``). MACs are counted
+resolutions default to the trained ones (:func:`anycost_jax.elastic.default_resolutions`; the four
+highest when the generator does not say, as the original trains ``n_res=4``). MACs are counted
 with :mod:`anycost_jax.macs` (the paper's torchprofile count). Seeds are every uniform
 configuration (ratio x resolution); random candidates draw a resolution, then a width per layer,
 uniformly; a mutant redraws every layer's width, and the resolution, with probability
@@ -417,9 +418,12 @@ class AnycostSpace:
         flex = elastic.FlexibleSpace(gen.resolution, self.full, min_channel, divided_by)
         self.choices = [sorted({int(flex.widths[l, k]) for k in range(len(elastic.RATIOS)) if flex.valid[l, k]})
                         for l in range(len(self.full))]
-        resolutions = gen.output_resolutions[-4:] if resolutions is None else resolutions
+        explicit = resolutions is not None
+        resolutions = elastic.default_resolutions(gen) if resolutions is None else resolutions
         for r in resolutions:
             gen.check_target_res(r)
+        if explicit:
+            elastic.warn_untrained(gen, resolutions)
         if not resolutions:
             raise ValueError('resolutions is empty')
         self.resolutions = tuple(sorted({int(r) for r in resolutions}))

@@ -24,7 +24,8 @@ from anycost_jax.eval import evaluate as ev
 flags.DEFINE_string('checkpoint', None, f'The generator: {cli.GENERATOR_SOURCES}.')
 flags.DEFINE_list('metrics', ['fid', 'consistency', 'macs'], f'Any of {", ".join(ev.METRICS)}.')
 flags.DEFINE_list('ratios', [str(r) for r in elastic.RATIOS[::-1]], 'Uniform channel ratios evaluated.')
-flags.DEFINE_list('resolutions', None, 'Output resolutions evaluated (default: the four highest).')
+flags.DEFINE_list('resolutions', None, 'Output resolutions evaluated (default: the trained ones; the four '
+                  'highest for a generator that does not record them).')
 flags.DEFINE_string('stats', None, 'Real statistics per resolution, with {res}: e.g. stats/ffhq_{res}.npz.')
 flags.DEFINE_string('dataset', None, 'Makes missing statistics files from this dataset (see anycost_jax.data).')
 flags.DEFINE_string('data_dir', None, 'TFDS data directory.')

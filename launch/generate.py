@@ -4,8 +4,8 @@ r"""Renders the anycost grid and samples from a generator checkpoint.
   python launch/generate.py --checkpoint=runs/demo --outdir=out   # a training workdir
   python launch/generate.py --init_random --resolution=64 --outdir=out   # no checkpoint needed
 
-Writes ``grid_seed{S}.png`` (rows: channel ratios 1, 0.75, 0.5, 0.25; columns: the four highest
-resolutions; one z and the stored noise per grid) and ``sample_seed{S}.png`` for the chosen
+Writes ``grid_seed{S}.png`` (rows: channel ratios 1, 0.75, 0.5, 0.25; columns: the resolutions
+the generator was trained at; one z and the stored noise per grid) and ``sample_seed{S}.png`` for the chosen
 sub-generator (``--channel_ratio`` or ``--channels``, ``--target_res``), and prints each
 configuration's MACs and jitted latency at the requested batch.
 """
@@ -67,6 +67,8 @@ def main(argv):
     # Validate the sample's arguments before any compilation.
     gen.resolve_channels(sample_cfg.channel_ratio, sample_cfg.channels)
     gen.check_target_res(sample_cfg.target_res)
+    if FLAGS.target_res:
+        elastic.warn_untrained(gen, [FLAGS.target_res], '--target_res')
 
     configs = [sample_cfg]
     rows = render.grid_configs(gen) if FLAGS.grid else []

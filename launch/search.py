@@ -29,7 +29,8 @@ flags.DEFINE_float('mutation_ratio', 0.5, 'Fraction of the population made by mu
 flags.DEFINE_float('mutate_prob', 0.1, 'Probability of redrawing each layer width (and the resolution).')
 flags.DEFINE_integer('max_retries', 1000, 'Draws allowed per candidate before giving up on the budget.')
 flags.DEFINE_bool('seed_uniform', True, 'Start from the uniform configurations that fit the budget.')
-flags.DEFINE_list('resolutions', None, 'Output resolutions searched (default: the four highest).')
+flags.DEFINE_list('resolutions', None, 'Output resolutions searched (default: the trained ones; the four highest '
+                  'for a generator that does not record them).')
 flags.DEFINE_integer('min_channel', 8, 'Smallest width of a layer.')
 flags.DEFINE_integer('divided_by', 1, 'Widths are rounded up to a multiple of this.')
 flags.DEFINE_enum('metric', 'lpips', search.METRICS, 'Distance to the full generator.')

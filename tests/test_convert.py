@@ -619,3 +619,39 @@ def test_launch_convert_end_to_end(gen, dmulti, pt_file, tmp_path, capsys):
         convert.convert_checkpoint(pt_file, out, what='both', key='a,b,c')
     with pytest.raises(ValueError, match=r"what='all' is not supported"):
         convert.convert_checkpoint(pt_file, out, what='all')
+
+
+# --------------------------------------------------------------------------- trained resolutions
+
+
+def test_trained_resolutions_are_kept_and_defaulted(gen, pt_file, tmp_path, caplog):
+    g, v = gen
+    trained = g.clone(trained_resolutions=(32, 16))
+    assert trained.trained_output_resolutions == (16, 32)
+    assert elastic.default_resolutions(trained) == [32, 16]
+    # "unknown" (the default, old model directories): every resolution, the launchers' four highest
+    assert g.trained_output_resolutions == g.output_resolutions
+    assert elastic.default_resolutions(g) == [32, 16, 8, 4]
+    # our directory stores it in model.json
+    g2, _ = convert.load_generator(convert.save_model(str(tmp_path / 'g'), trained, v), mean_style=False)
+    assert g2.trained_resolutions == (32, 16)
+    # an original .pt does not say: the released models' n_res=4 highest
+    g3, _ = convert.load_generator(pt_file, mean_style=False)
+    assert g3.trained_resolutions == (32, 16, 8, 4)
+    # a training config: its n_res highest
+    from configs import demo
+    from anycost_jax.train import config_lib
+    cfg = demo.get_config('')
+    stage = config_lib.stage_configs(cfg)[-1][1]
+    g4 = convert.generator_from_config(stage)
+    assert g4.trained_output_resolutions == elastic.resolutions_up_to(stage.resolution)[::-1][:stage.n_res][::-1]
+    # an exported sub-generator below every trained resolution still offers its own top
+    assert trained.clone(output_res=8).trained_output_resolutions == (8,)
+    # an untrained request is one warning line, and still allowed
+    with caplog.at_level('WARNING'):
+        assert elastic.warn_untrained(trained, [32, 8, 4]) == [8, 4]
+        assert elastic.uniform_grid(trained, (1.0,), [8]) == [[(1.0, 8)]]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
+    assert warnings[0] == 'resolution 8 px, 4 px: not trained (this generator was trained at 32, 16 px), so ' \
+                          'expect no learned image there'
+    assert len(warnings) == 2 and '8 px' in warnings[1]

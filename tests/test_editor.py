@@ -109,6 +109,21 @@ def test_api_renders_edits_at_any_cost(server, tiny):
     assert np.abs(decode(narrow['image']).astype(int) - full).max() > 0  # 0.25x differs from the full width
 
 
+def test_offers_only_the_trained_resolutions(tiny, caplog):
+    gen, variables, directions = tiny
+    trained = gen.clone(trained_resolutions=(16, 8))  # as a 16 px generator trained at 16 and 8 px is exported
+    latents = editor_lib.seed_latents(trained, variables, [0])
+    ed = editor_lib.Editor(trained, variables, directions, latents)
+    assert ed.info()['resolutions'] == [16, 8] and ed.preview == (0.25, 8)
+    assert {res for _, res in ed.configs()} == {16, 8}  # nothing untrained is compiled ahead of time
+    with caplog.at_level('WARNING'):  # asked for explicitly: offered, with one warning line
+        ed = editor_lib.Editor(trained, variables, directions, latents, preview_res=4)
+    assert ed.info()['resolutions'] == [16, 8, 4] and ed.preview == (0.25, 4)
+    assert [r.getMessage() for r in caplog.records if r.levelname == 'WARNING'] == [
+        'preview resolution 4 px: not trained (this generator was trained at 16, 8 px), so expect no learned '
+        'image there']
+
+
 def test_api_drops_stale_requests_and_rejects_bad_ones(server):
     ed, url = server
     base = {'latent': 0, 'channel_ratio': 0.5, 'target_res': 4, 'client': 'tab-a'}

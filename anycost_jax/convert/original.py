@@ -82,7 +82,11 @@ def infer_generator(sd: dict) -> Generator:
     c4 = sd['input.input'].shape[1]
     c_top = sd[top_key].shape[2]
     mult = c_top / elastic.BASE_CHANNELS[resolution]
-    gen = Generator(resolution, style_dim=style_dim, n_mlp=n_mlp, channel_multiplier=mult, channel_max=c4)
+    # A .pt does not say which outputs were trained: the released Anycost models fit the top one
+    # and the n_res=4 highest (configs/ffhq.py), so that is what the launchers offer.
+    trained = elastic.resolutions_up_to(resolution)[::-1][:elastic.DEFAULT_N_RES]
+    gen = Generator(resolution, style_dim=style_dim, n_mlp=n_mlp, channel_multiplier=mult, channel_max=c4,
+                    trained_resolutions=tuple(trained))
     try:
         expected = gen.full_channels()
     except ValueError as e:

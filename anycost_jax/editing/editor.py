@@ -209,8 +209,14 @@ class Editor:
                 raise ValueError(f'direction {k!r} has {v.size} entries; this generator has style_dim '
                                  f'{gen.style_dim} (directions from another model?)')
         self.latents = list(latents)
-        self.preview = (preview_ratio, gen.check_target_res(preview_res or max(gen.output_resolutions[0],
-                                                                                 gen.top_res // 2)))
+        # The page offers the trained resolutions (the preview defaults to the highest one at most half
+        # the full one); an untrained --preview_res still works, with a warning, and is offered too.
+        trained = gen.trained_output_resolutions
+        if preview_res is None:
+            preview_res = max([r for r in trained if r <= gen.top_res // 2], default=gen.top_res)
+        self.preview = (preview_ratio, gen.check_target_res(preview_res))
+        elastic.warn_untrained(gen, [preview_res], 'preview resolution')
+        self.resolutions = sorted(set(trained) | {preview_res}, reverse=True)
         self.max_strength = max_strength
         self.n_layers = n_layers or directions_lib.N_STYLE_TO_CHANGE
         self.project_kwargs = dict(project_kwargs or {})
@@ -223,7 +229,7 @@ class Editor:
     # ------------------------------------------------------------------ rendering
 
     def configs(self) -> list[tuple[float, int]]:
-        return [(r, res) for r in elastic.RATIOS for res in self.gen.output_resolutions]
+        return [(r, res) for r in elastic.RATIOS for res in self.resolutions]
 
     def warmup(self, configs: Optional[Sequence[tuple[float, Optional[int]]]] = None, progress: bool = True) -> None:
         """Compiles the full render and the given (default: every) (ratio, resolution) preview."""
@@ -265,7 +271,7 @@ class Editor:
             'latents': [{'name': l.name, 'has_original': l.original is not None} for l in self.latents],
             'directions': list(self.directions),
             'ratios': sorted(elastic.RATIOS, reverse=True),
-            'resolutions': sorted(self.gen.output_resolutions, reverse=True),
+            'resolutions': self.resolutions,
             'preview': {'channel_ratio': self.preview[0], 'target_res': self.preview[1]},
             'max_strength': self.max_strength,
             'can_project': bool(self.project_kwargs.get('steps', 0)),

@@ -54,7 +54,7 @@ DEFAULT_LR = {'lbfgs': 1.0, 'adam': 0.001}   # the original's
 LBFGS_MEMORY = 10                            # FullBatchLBFGS history_size
 LBFGS_MAX_LINESEARCH = 10                    # the original's max_ls
 ENCODER_RES = 256                            # the encoder reads targets resized to 256
-N_SUBGENERATOR_RES = 3                       # the original draws from 256, 512, 1024
+N_SUBGENERATOR_RES = 3                       # the original draws from 256, 512, 1024 (of the trained ones)
 SUBGENERATOR_MODES = elastic.SAMPLING_MODES
 
 
@@ -318,7 +318,7 @@ def project(gen: Generator, variables: Mapping[str, Any], targets, *, steps: int
     setup = _Setup(gen=gen, optimizer=optimizer, lr=float(DEFAULT_LR[optimizer] if lr is None else lr),
                    lpips_res=lpips_res, use_lpips=lpips_weight != 0,
                    subgen_mode=subgenerator_mode if random_subgenerators else None,
-                   subgen_res=tuple(gen.output_resolutions[-N_SUBGENERATOR_RES:]))
+                   subgen_res=tuple(gen.trained_output_resolutions[-N_SUBGENERATOR_RES:]))
     init_fn, step_fn, eval_fn = _programs(setup)
     data = (jnp.asarray(targets), jnp.zeros(shape, jnp.float32) if enc_w is None else enc_w,
             jax.tree.map(jnp.asarray, dict(variables)), lpips_lib.vgg()[1] if lpips_weight != 0 else None,

@@ -11,6 +11,7 @@ new sub-network every call without recompiling.
 """
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 from typing import Optional, Sequence, Union
@@ -28,6 +29,9 @@ RATIOS = (0.25, 0.5, 0.75, 1.0)
 # How a training step draws its sub-generator (:func:`sample`).
 SAMPLING_MODES = ('uniform', 'flexible', 'sandwich')
 SUPPORTED_RESOLUTIONS = tuple(BASE_CHANNELS)[1:]  # a generator needs at least one up-sampling block
+# Resolutions the launchers offer when a generator does not say which were trained: the original
+# trains n_res=4 outputs.
+DEFAULT_N_RES = 4
 # The original computes the flexible sampler's lower bound with a hard-coded channel_max.
 _BOTTOM_CHANNEL_MAX = 512
 
@@ -190,15 +194,35 @@ def label(ratio_or_channels: Union[float, Sequence[int], None], res: int) -> str
     return f'flexible@{res}'
 
 
+def default_resolutions(generator) -> list[int]:
+    """The output resolutions a launcher offers by default, highest first: the trained ones
+    (``generator.trained_resolutions``), or the :data:`DEFAULT_N_RES` highest when it does not say."""
+    if generator.trained_resolutions:
+        return list(generator.trained_output_resolutions[::-1])
+    return list(generator.output_resolutions[::-1][:DEFAULT_N_RES])
+
+
+def warn_untrained(generator, resolutions: Sequence[int], what: str = 'resolution') -> list[int]:
+    """Logs one warning line naming the ``resolutions`` (requested explicitly, so still rendered)
+    that ``generator`` was not trained at; returns them."""
+    untrained = [int(r) for r in resolutions if int(r) not in generator.trained_output_resolutions]
+    if untrained:
+        logging.getLogger(__name__).warning(
+            '%s %s: not trained (this generator was trained at %s px), so expect no learned image there',
+            what, ', '.join(f'{r} px' for r in untrained), ', '.join(map(str, generator.trained_output_resolutions[::-1])))
+    return untrained
+
+
 def uniform_grid(generator, ratios: Sequence[float] = RATIOS[::-1],
                  resolutions: Optional[Sequence[int]] = None) -> list[list[tuple[float, int]]]:
     """The uniform sub-generators ``ratio x resolution`` as rows of ``(ratio, res)``: a row per
-    ratio (as given, default full first), a column per resolution (default the generator's four
-    highest, descending). An unknown ratio or a resolution the generator cannot emit is an error
-    here, before any work."""
-    resolutions = list(resolutions or generator.output_resolutions[::-1][:4])
+    ratio (as given, default full first), a column per resolution (default
+    :func:`default_resolutions`: the trained ones, descending). An unknown ratio or a resolution
+    the generator cannot emit is an error here, before any work; an untrained one a warning."""
+    resolutions = list(resolutions or default_resolutions(generator))
     for r in ratios:
         check_ratio(r)
     for res in resolutions:
         generator.check_target_res(res)
+    warn_untrained(generator, resolutions)
     return [[(float(r), int(res)) for res in resolutions] for r in ratios]

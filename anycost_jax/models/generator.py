@@ -62,6 +62,11 @@ class Generator(nn.Module):
     # Blocks whose output resolution is at least this compute in bfloat16 (parameters stay float32,
     # the RGB skip path and the returned images are float32); None: float32 everywhere.
     bf16_from_res: Optional[int] = None
+    # The output resolutions training fitted (a config's n_res highest; () = unknown, taken as all).
+    # Metadata only: the forward pass emits every resolution, but an untrained one (e.g. the 4 px
+    # output of a 16 px generator trained at 16 and 8) shows nothing the data taught it, so the
+    # launchers offer only these by default.
+    trained_resolutions: Sequence[int] = ()
 
     # ------------------------------------------------------------------ static structure
 
@@ -80,6 +85,15 @@ class Generator(nn.Module):
     @property
     def output_resolutions(self) -> tuple[int, ...]:
         return elastic.resolutions_up_to(self.top_res)
+
+    @property
+    def trained_output_resolutions(self) -> tuple[int, ...]:
+        """Of :attr:`output_resolutions` (ascending), those that were trained: every one when
+        ``trained_resolutions`` is empty; the top one when none of them survives an export."""
+        if not self.trained_resolutions:
+            return self.output_resolutions
+        trained = tuple(r for r in self.output_resolutions if r in self.trained_resolutions)
+        return trained or (self.top_res,)
 
     def base_channels(self) -> list[int]:
         """Full widths of the original network (before any export)."""
