@@ -10,6 +10,10 @@ A failed run removes the output folders it created and left empty.
 
 Generators load through :func:`anycost_jax.convert.load_generator`, the one resolver of
 :data:`GENERATOR_SOURCES` (a training workdir included).
+
+Libraries' INFO lines (Orbax logs every phase of a restore, TensorFlow's C++ its start-up) are
+kept out of a launcher's output unless ``--verbosity`` is given: this module is imported before
+anything imports TensorFlow, which reads ``TF_CPP_MIN_LOG_LEVEL`` once, at import.
 """
 from __future__ import annotations
 
@@ -18,6 +22,14 @@ import sys
 from typing import Callable, NoReturn, Sequence
 
 from absl import app, flags, logging
+
+
+def _verbosity_requested(argv: Sequence[str]) -> bool:
+    return any(a.split('=')[0] in ('--verbosity', '-v') for a in argv[1:])
+
+
+if not _verbosity_requested(sys.argv):
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')  # 1: TensorFlow's C++ INFO lines off, warnings kept
 
 USAGE_STATUS = 2
 GENERATOR_SOURCES = 'an original .pt, our model directory, a training workdir (e.g. runs/demo) or an http(s) URL'
@@ -50,6 +62,28 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
         fail(e)
 
 
+class _OwnInfoOnly:
+    """A logging filter: warnings and errors from anywhere, INFO only from this package and the launcher."""
+
+    def __init__(self, roots: Sequence[str]):
+        self.roots = tuple(os.path.join(os.path.abspath(r), '') for r in roots)
+
+    def filter(self, record) -> bool:
+        return record.levelno >= logging.converter.STANDARD_WARNING or \
+            os.path.abspath(record.pathname).startswith(self.roots)
+
+
+def quiet_libraries(argv: Sequence[str] = ()) -> None:
+    """Drops third-party INFO records (Orbax, TFDS, ...) from absl's handler, unless ``--verbosity``
+    is in ``argv``; the package's own INFO (training progress) stays."""
+    if _verbosity_requested(argv):
+        return
+    handler = logging.get_absl_handler()
+    if not any(isinstance(f, _OwnInfoOnly) for f in handler.filters):
+        launcher = os.path.dirname(os.path.abspath(argv[0])) if argv else os.getcwd()
+        handler.addFilter(_OwnInfoOnly([os.path.dirname(os.path.abspath(__file__)), launcher]))
+
+
 def _new_folders(paths: Sequence[str]) -> list[str]:
     """Of ``paths`` and their parent folders, those that do not exist yet, deepest first."""
     new = []
@@ -76,6 +110,7 @@ def guard(main: Callable, outputs: Sequence[str] = ()) -> Callable:
 
     def guarded(argv):
         new = _new_folders([flags.FLAGS[name].value for name in outputs])
+        quiet_libraries(sys.argv)
         try:
             return main(argv)
         except BaseException as e:

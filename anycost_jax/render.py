@@ -1,8 +1,13 @@
 """Rendering helpers: jitted sub-generators, the anycost grid, PNG output and latency.
 
 The anycost grid shows one z at every (width, resolution): rows are channel ratios (full
-first), columns are output resolutions (highest first), all with the same z and noise, so a
-reader sees how faithful each cheap preview is to the full-cost image.
+first, labelled at the left), columns are output resolutions (highest first, labelled on top), all
+with the same z and noise, so a reader sees how faithful each cheap preview is to the full-cost
+image.
+
+PNGs of small generators are hard to inspect at their own size: the launchers enlarge them by an
+integer factor, nearest neighbour (:func:`png_scale`: by default until they are at least
+:data:`MIN_PNG_SIZE` pixels high), so every generated pixel stays a visible square.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from typing import Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from anycost_jax import elastic, macs
 from anycost_jax.models.generator import Generator
@@ -58,7 +63,25 @@ def resize(img: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((size, size), method))
 
 
-def save_png(path: str, img: np.ndarray) -> None:
+MIN_PNG_SIZE = 128  # what the automatic --scale enlarges a small image to, at least (a 16 px output: 8x)
+SCALE_HELP = (f'Enlarge the written PNGs by this integer factor, nearest neighbour; 0 (default): just enough '
+              f'for them to be at least {MIN_PNG_SIZE} px high (1 for outputs of {MIN_PNG_SIZE} px and more).')
+
+
+def png_scale(height: int, scale: int = 0) -> int:
+    """The integer factor a PNG of ``height`` pixels is written at: ``scale``, or for 0 the smallest
+    factor that makes it at least :data:`MIN_PNG_SIZE` high."""
+    if scale < 0:
+        raise ValueError(f'--scale={scale} is negative; pass a factor >= 1, or 0 to enlarge small images to '
+                         f'{MIN_PNG_SIZE} px automatically')
+    return scale or max(1, -(-MIN_PNG_SIZE // max(int(height), 1)))
+
+
+def save_png(path: str, img: np.ndarray, scale: int = 1) -> None:
+    """Writes an HWC uint8 image, enlarged by ``scale`` (:func:`png_scale`), nearest neighbour."""
+    scale = png_scale(img.shape[0], scale)
+    if scale > 1:
+        img = np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)
     Image.fromarray(img).save(path)
 
 
@@ -69,18 +92,40 @@ def grid_configs(gen: Generator, ratios: Sequence[float] = elastic.RATIOS[::-1],
             for row in elastic.uniform_grid(gen, ratios, resolutions)]
 
 
+LABEL_TOP, LABEL_LEFT = 14, 40  # the grid's bands for the column (resolution) and row (width) labels
+
+
 def anycost_grid(gen: Generator, variables: dict, z: jax.Array, rows: list[list[SubConfig]], cell: int = 256,
-                 truncation: float = 1., pad: int = 2) -> np.ndarray:
-    """One grid image per z: ``[len(z), H, W, 3]`` uint8, cells resized to ``cell`` pixels."""
+                 truncation: float = 1., pad: int = 2, labels: bool = True) -> np.ndarray:
+    """One grid image per z: ``[len(z), H, W, 3]`` uint8, cells resized to ``cell`` pixels; with
+    ``labels``, each column is labelled with its resolution on top and each row with its width
+    at the left (bands of :data:`LABEL_TOP` and :data:`LABEL_LEFT` pixels)."""
     n = z.shape[0]
     nr, nc = len(rows), len(rows[0])
-    out = np.full((n, nr * (cell + pad) + pad, nc * (cell + pad) + pad, 3), 255, np.uint8)
+    top, left = (LABEL_TOP, LABEL_LEFT) if labels else (0, 0)
+    out = np.full((n, top + nr * (cell + pad) + pad, left + nc * (cell + pad) + pad, 3), 255, np.uint8)
     for i, row in enumerate(rows):
         for j, cfg in enumerate(row):
             imgs = to_uint8(renderer(gen, cfg, truncation)(variables, z))
             for k in range(n):
-                y, x = pad + i * (cell + pad), pad + j * (cell + pad)
+                y, x = top + pad + i * (cell + pad), left + pad + j * (cell + pad)
                 out[k, y:y + cell, x:x + cell] = resize(imgs[k], cell)
+    if labels:
+        band = Image.fromarray(out[0])
+        draw, font = ImageDraw.Draw(band), ImageFont.load_default()
+
+        def centered(text, cx, cy):  # by the text's box: the bitmap fallback font takes no anchor
+            x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
+            draw.text((cx - (x0 + x1) // 2, cy - (y0 + y1) // 2), text, fill=(0, 0, 0), font=font)
+
+        for j, cfg in enumerate(rows[0]):
+            centered(f'{cfg.target_res or gen.top_res} px', left + pad + j * (cell + pad) + cell // 2, top // 2)
+        for i, row in enumerate(rows):
+            ratio = row[0].channel_ratio
+            centered(f'{ratio:g}x' if ratio is not None else 'flex', left // 2, top + pad + i * (cell + pad) + cell // 2)
+        drawn = np.asarray(band)
+        out[:, :top] = drawn[:top]  # the labels are the same for every z
+        out[:, :, :left] = drawn[:, :left]
     return out
 
 

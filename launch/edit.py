@@ -17,7 +17,7 @@ sub-generator, enlarged) and prints both renders' latency.
 """
 from absl import flags
 
-from anycost_jax import cli, elastic
+from anycost_jax import cli, elastic, render
 from anycost_jax.editing import directions as dirs
 from anycost_jax.editing import edit as edit_lib
 
@@ -39,6 +39,7 @@ flags.DEFINE_float('channel_ratio', 0.5, f'Preview sub-generator width, one of {
 flags.DEFINE_integer('resolution', None, 'Preview sub-generator resolution (default: full).')
 flags.DEFINE_string('output', 'edited', 'Output folder.')
 flags.DEFINE_integer('repeats', 5, 'Timed renders (median reported).')
+flags.DEFINE_integer('scale', 0, 'before.png / after.png: ' + render.SCALE_HELP)
 FLAGS = flags.FLAGS
 
 
@@ -50,7 +51,7 @@ def main(argv):
                   batch_size=FLAGS.batch_size, top_fraction=FLAGS.top_fraction,
                   save_directions=FLAGS.save_directions, slider_units=FLAGS.slider_units,
                   n_layers=FLAGS.n_layers, channel_ratio=FLAGS.channel_ratio, resolution=FLAGS.resolution,
-                  repeats=FLAGS.repeats)
+                  repeats=FLAGS.repeats, scale=FLAGS.scale)
 
 
 if __name__ == '__main__':

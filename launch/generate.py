@@ -4,9 +4,10 @@ r"""Renders the anycost grid and samples from a generator checkpoint.
   python launch/generate.py --checkpoint=runs/demo --outdir=out   # a training workdir
   python launch/generate.py --init_random --resolution=64 --outdir=out   # no checkpoint needed
 
-Writes ``grid_seed{S}.png`` (rows: channel ratios 1, 0.75, 0.5, 0.25; columns: the resolutions
+Writes ``grid_seed{S}.png`` (rows: channel ratios 1, 0.75, 0.5, 0.25, labelled; columns: the resolutions
 the generator was trained at; one z and the stored noise per grid) and ``sample_seed{S}.png`` for the chosen
-sub-generator (``--channel_ratio`` or ``--channels``, ``--target_res``), and prints each
+sub-generator (``--channel_ratio`` or ``--channels``, ``--target_res``; enlarged to at least 128 px
+unless ``--scale`` says otherwise), and prints each
 configuration's MACs and jitted latency at the requested batch.
 """
 import os
@@ -30,7 +31,8 @@ flags.DEFINE_float('truncation', 1., 'Truncation toward the average w, in [0, 1]
 flags.DEFINE_float('channel_ratio', None, f'Uniform width of the sample: one of {elastic.RATIOS}.')
 flags.DEFINE_list('channels', None, 'Per-layer widths of the sample (flexible), comma separated.')
 flags.DEFINE_integer('target_res', None, 'Output resolution of the sample (default: full).')
-flags.DEFINE_integer('cell', 256, 'Grid cell size in pixels.')
+flags.DEFINE_integer('cell', 256, 'Grid cell size in pixels (cells are enlarged nearest neighbour).')
+flags.DEFINE_integer('scale', 0, 'sample_seed*.png: ' + render.SCALE_HELP)
 flags.DEFINE_bool('grid', True, 'Write the anycost grid.')
 flags.DEFINE_integer('repeats', 5, 'Timed runs per configuration (median reported).')
 FLAGS = flags.FLAGS
@@ -52,6 +54,7 @@ def main(argv):
     if FLAGS.channel_ratio is not None:
         elastic.check_ratio(FLAGS.channel_ratio)
     render.check_truncation(FLAGS.truncation)
+    render.png_scale(1, FLAGS.scale)
     seeds = render.parse_seeds(FLAGS.seeds)
     gen, variables = load(FLAGS)
     z = render.z_from_seeds(seeds, gen.style_dim)
@@ -82,7 +85,7 @@ def main(argv):
     samples = render.to_uint8(render.renderer(gen, sample_cfg, FLAGS.truncation)(variables, z))
     os.makedirs(FLAGS.outdir, exist_ok=True)
     for s, img in zip(seeds, samples):
-        render.save_png(os.path.join(FLAGS.outdir, f'sample_seed{s}.png'), img)
+        render.save_png(os.path.join(FLAGS.outdir, f'sample_seed{s}.png'), img, FLAGS.scale)
     if rows:
         grids = render.anycost_grid(gen, variables, z, rows, cell=FLAGS.cell, truncation=FLAGS.truncation)
         for s, img in zip(seeds, grids):

@@ -37,6 +37,7 @@ flags.DEFINE_bool('random_subgenerators', False, 'Render a random sub-generator 
 flags.DEFINE_enum('subgenerator_mode', 'uniform', projection.SUBGENERATOR_MODES, 'How widths are drawn.')
 flags.DEFINE_integer('batch_size', 1, 'Images projected together (L-BFGS shares one line search per batch).')
 flags.DEFINE_integer('seed', 0, 'Seed of the sub-generator draws.')
+flags.DEFINE_integer('scale', 0, '<name>_projection.png: ' + render.SCALE_HELP)
 FLAGS = flags.FLAGS
 
 
@@ -55,6 +56,7 @@ def main(argv):
     del argv
     if FLAGS.encoder_reg_weight > 0 and not FLAGS.encoder:
         raise app.UsageError('--encoder_reg_weight needs --encoder')
+    render.png_scale(1, FLAGS.scale)
     files = list_images(FLAGS.images)
     names = [os.path.splitext(os.path.basename(f))[0] for f in files]
     if len(set(names)) != len(names):
@@ -78,7 +80,7 @@ def main(argv):
         for name, w, target, image in zip(names[batch], result.w_plus, targets[batch], result.images):
             np.save(os.path.join(FLAGS.output, f'{name}.npy'), w.astype(np.float32))
             pair = np.concatenate([render.to_uint8(target), render.to_uint8(image)], axis=1)
-            render.save_png(os.path.join(FLAGS.output, f'{name}_projection.png'), pair)
+            render.save_png(os.path.join(FLAGS.output, f'{name}_projection.png'), pair, FLAGS.scale)
             print(f'{name}: loss {first["loss"]:.4f} -> {last["loss"]:.4f} '
                   f'(lpips {last["lpips"]:.4f}, mse {last["mse"]:.4f}; batch mean)')
     print(f'wrote {len(files)} latent(s) and projection(s) to {os.path.abspath(FLAGS.output)}')

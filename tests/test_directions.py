@@ -149,7 +149,8 @@ def test_edit_launcher_writes_before_and_after(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(os.listdir(out)) == ['after.png', 'before.png', 'edited.npy']
     before, after = (np.asarray(Image.open(out / f'{t}.png')) for t in ('before', 'after'))
-    assert before.shape == after.shape == (16, 32, 3)   # full 16 px | 0.5x at 8 px enlarged
+    # full 16 px | 0.5x at 8 px enlarged to 16, then both 8x (the default --scale: at least 128 px)
+    assert before.shape == after.shape == (128, 256, 3)
     assert np.abs(before.astype(int) - after).max() > 0
     assert 'full generator (16px)' in proc.stdout and '0.5x@8' in proc.stdout and 'ms' in proc.stdout
     assert set(dirs.load_boundaries(str(tmp_path / 'd.npz'))) == set(dirs.COLOR_ATTRIBUTES)

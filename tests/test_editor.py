@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.error
 import urllib.request
 
@@ -152,7 +153,7 @@ def test_api_projects_an_upload(server, tiny):
     ed, url = server
     img = np.zeros((24, 20, 3), np.uint8)
     img[:, :10] = (200, 40, 40)
-    code, out = call(url, '/api/upload', raw=png_bytes(img))
+    code, out = call(url, '/api/upload?name=' + urllib.parse.quote('my photo.png'), raw=png_bytes(img))
     assert code == 200
     for _ in range(600):
         code, job = call(url, f'/api/job?id={out["job"]}')
@@ -162,6 +163,7 @@ def test_api_projects_an_upload(server, tiny):
     assert job['error'] is None and job['step'] == job['steps'] == 2
     i = job['latent']
     assert ed.latents[i].w_plus.shape == (tiny[0].n_style, tiny[0].style_dim)
+    assert ed.latents[i].name == 'my photo'  # listed under the uploaded file's name
     code, sel = call(url, '/api/select', {'latent': i})
     original = decode(sel['original'])
     assert original.shape == (RES, RES, 3) and original[8, 2, 0] > 150  # the centre crop, resized
@@ -351,8 +353,11 @@ def test_page_in_headless_chromium(launched):
             old, new = preview_after(lambda: page.select_option('#ratio', '0.5'))
             assert old != new
 
+            # Before any Finalize the final panel shows a placeholder text, not a broken image.
+            assert page.is_visible('#final-placeholder') and not page.is_visible('#final')
             page.click('#finalize')
             page.wait_for_function('document.getElementById("final-ms").textContent !== "-"')
+            assert page.is_visible('#final') and not page.is_visible('#final-placeholder')
             final_src, preview_src = page.get_attribute('#final', 'src'), page.get_attribute('#preview', 'src')
             assert final_src != preview_src  # 0.5x preview vs the full width, both at 16 px
             assert float(page.inner_text('#final-ms')) > 0 and float(page.inner_text('#final-rtt')) >= 0
@@ -367,6 +372,7 @@ def test_page_in_headless_chromium(launched):
             assert 'stale' in page.get_attribute('#final', 'class')
             preview_after(lambda: page.click('#reset'))
             assert page.input_value('#attr-red') == '0' and page.get_attribute('#final', 'src') is None
+            assert page.is_visible('#final-placeholder')
 
             # Upload an image: it is projected, added to the list and selected, and shown as the input.
             unedited = page.get_attribute('#input', 'src')
@@ -376,6 +382,7 @@ def test_page_in_headless_chromium(launched):
                                    'document.getElementById("input-title").textContent === "input" && '
                                    'document.body.dataset.busy === "0"', timeout=300_000)
             assert page.input_value('#latent') == '3' and page.get_attribute('#input', 'src') != unedited
+            assert page.eval_on_selector('#latent', '(el) => el.options[el.selectedIndex].text') == 'mine'
             assert decode(page.get_attribute('#input', 'src').split(',')[1])[0, 0].tolist() == [200, 200, 200]
             assert not errors, errors
         finally:

@@ -168,7 +168,8 @@ def test_launcher_writes_latents_and_pairs(tmp_path):
     w = np.load(out / 'img1.npy')
     assert w.shape == (GEN.n_style, GEN.style_dim) and w.dtype == np.float32  # like projected_latents/*.npy
     pair = np.asarray(Image.open(out / 'img1_projection.png'))
-    assert pair.shape == (16, 32, 3)
+    assert pair.shape == (128, 256, 3)  # 16 px | 16 px, enlarged 8x (the default --scale: at least 128 px)
+    pair = pair[::8, ::8]
     np.testing.assert_array_equal(pair[:, :16], render.to_uint8(TARGETS[1]))
     rendered = render.to_uint8(np.clip(GEN.apply(VARS, w[None], input_is_style=True), -1, 1))[0]
     assert np.abs(pair[:, 16:].astype(int) - rendered).max() <= 1

@@ -87,7 +87,7 @@ def get_directions(gen: Generator, variables: dict, boundaries: Optional[str] = 
 def edit_latent(gen: Generator, variables: dict, w: np.ndarray, directions: Mapping[str, np.ndarray],
                 edits: Mapping[str, float], output: str, *, slider_units: bool = False,
                 n_layers: int = dirs.N_STYLE_TO_CHANGE, channel_ratio: float = 0.5, resolution: Optional[int] = None,
-                repeats: int = 5, log: Callable[[str], Any] = print) -> np.ndarray:
+                repeats: int = 5, scale: int = 0, log: Callable[[str], Any] = print) -> np.ndarray:
     """Applies ``edits`` to ``w`` and writes ``before.png``, ``after.png`` and ``edited.npy`` to ``output``.
 
     Args:
@@ -99,6 +99,7 @@ def edit_latent(gen: Generator, variables: dict, w: np.ndarray, directions: Mapp
       n_layers: edit the first ``n_layers`` layers of w+.
       channel_ratio, resolution: the preview sub-generator (resolution None: the full one).
       repeats: timed renders per latency (the median is logged).
+      scale: the PNGs' enlargement (:func:`anycost_jax.render.png_scale`; 0: to at least 128 px).
     Returns:
       The edited w+.
 
@@ -115,7 +116,7 @@ def edit_latent(gen: Generator, variables: dict, w: np.ndarray, directions: Mapp
     for tag, latent in (('before', w), ('after', edited)):
         a = render.to_uint8(full(variables, jnp.asarray(latent)))[0]
         b = render.resize(render.to_uint8(sub(variables, jnp.asarray(latent)))[0], gen.top_res)
-        render.save_png(os.path.join(output, f'{tag}.png'), np.concatenate([a, b], axis=1))
+        render.save_png(os.path.join(output, f'{tag}.png'), np.concatenate([a, b], axis=1), scale)
     latent = jnp.asarray(edited)
     full_ms = render.latency_ms(full, variables, latent, repeats=repeats)
     sub_ms = render.latency_ms(sub, variables, latent, repeats=repeats)
@@ -134,7 +135,7 @@ def edit(generator: str, edits: Mapping[str, float], output: str, *, latent: Opt
     """Loads ``generator`` (as :func:`convert.load_generator`: a workdir too), finds the latent and directions, edits.
 
     Arguments are those of :func:`initial_latent`, :func:`get_directions` and :func:`edit_latent`
-    (``kwargs``: ``slider_units``, ``n_layers``, ``repeats``); everything cheap is checked before
+    (``kwargs``: ``slider_units``, ``n_layers``, ``repeats``, ``scale``); everything cheap is checked before
     the generator is loaded or anything compiles.
 
     Raises:
@@ -144,10 +145,13 @@ def edit(generator: str, edits: Mapping[str, float], output: str, *, latent: Opt
         raise EditError('no --edit given: pass e.g. --edit=smiling=0.5')
     elastic.check_ratio(channel_ratio)
     render.check_truncation(truncation)
+    render.png_scale(1, kwargs.get('scale', 0))
     if latent is not None and not os.path.isfile(latent):
         raise EditError(f'--latent={latent!r} does not exist; pass a w+ .npy from launch/project.py or --seed=N')
     gen, variables = convert.load_generator(generator)
     gen.check_target_res(resolution or gen.top_res)
+    if resolution:
+        elastic.warn_untrained(gen, [resolution], '--resolution')
     w = initial_latent(gen, variables, latent, seed, truncation)
     directions = get_directions(gen, variables, boundaries, classifier, n_samples=n_samples, batch_size=batch_size,
                                 top_fraction=top_fraction, save=save_directions, log=log)

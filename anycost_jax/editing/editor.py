@@ -18,7 +18,8 @@ JSON API (all POST bodies and answers are JSON; images are base64 PNG):
   POST /api/select   {latent}    the latent's input image (if known) and its full render
   POST /api/render   {latent, strengths, channel_ratio, target_res, client, seq}   a preview
   POST /api/finalize {latent, strengths}                                   the full generator
-  POST /api/upload   raw image bytes -> {job}; GET /api/job?id=J -> progress, then {latent}
+  POST /api/upload?name=N   raw image bytes -> {job}; GET /api/job?id=J -> progress, then {latent}
+                             (listed as N without its extension)
 """
 from __future__ import annotations
 
@@ -329,8 +330,9 @@ class Editor:
 
     # ------------------------------------------------------------------ uploads
 
-    def upload(self, data: bytes) -> dict:
-        """Starts projecting an uploaded image in a background thread; poll :meth:`job`."""
+    def upload(self, data: bytes, name: Optional[str] = None) -> dict:
+        """Starts projecting an uploaded image in a background thread; poll :meth:`job`. The latent
+        is named after the uploaded file's ``name`` (without folders and extension), else ``upload J``."""
         if not self.project_kwargs.get('steps', 0):
             raise EditorError('uploads are off: start the editor with --project_steps > 0')
         try:
@@ -341,10 +343,11 @@ class Editor:
         with self._state_lock:
             job_id = len(self.jobs)
             self.jobs[job_id] = {'step': 0, 'steps': self.project_kwargs['steps'], 'done': False, 'error': None}
-        threading.Thread(target=self._project, args=(job_id, data), daemon=True).start()
+        stem = os.path.splitext(os.path.basename((name or '').replace('\\', '/')))[0].strip()
+        threading.Thread(target=self._project, args=(job_id, data, stem or f'upload {job_id}'), daemon=True).start()
         return {'job': job_id}
 
-    def _project(self, job_id: int, data: bytes) -> None:
+    def _project(self, job_id: int, data: bytes, name: str) -> None:
         from anycost_jax.editing import projection
         job = self.jobs[job_id]
         try:
@@ -361,7 +364,7 @@ class Editor:
                                         **self.project_kwargs)
             original = render.to_uint8(target)
             with self._state_lock:
-                self.latents.append(Latent(f'upload {job_id}', np.asarray(result.w_plus[0], np.float32), original))
+                self.latents.append(Latent(name, np.asarray(result.w_plus[0], np.float32), original))
                 job.update(done=True, latent=len(self.latents) - 1, step=job['steps'])
         except Exception as e:  # reported to the page; the server keeps running
             traceback.print_exc()
@@ -438,10 +441,11 @@ def make_server(editor: Optional[Editor], host: str = '127.0.0.1', port: int = 0
 
         def do_POST(self):  # noqa: N802
             editor = self.server.editor
+            query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
             routes = {'/api/select': lambda: editor.select(self._json_body()),
                       '/api/render': lambda: editor.render_request(self._json_body()),
                       '/api/finalize': lambda: editor.render_request(self._json_body(), final=True),
-                      '/api/upload': lambda: editor.upload(self._body())}
+                      '/api/upload': lambda: editor.upload(self._body(), query.get('name', [None])[0])}
             route = routes.get(urllib.parse.urlparse(self.path).path)
             if route is None:
                 self._send(404, b'not found', 'text/plain')
