@@ -33,9 +33,9 @@ flags.DEFINE_string('directions_cache', None, 'Where --directions=colors caches 
                     'download cache, named by the parameters\' hash).')
 flags.DEFINE_list('attributes', None, 'Only these directions, in this order (default: all; for the original\'s '
                   'boundary file the demo\'s seven, "smiling,young,...").')
-flags.DEFINE_float('max_strength', None, 'A slider at its end moves w by this x the unit direction (default: '
-                   f'{editor_lib.MAX_STRENGTH}, the original demo\'s, with --boundaries; '
-                   f'{editor_lib.COLOR_MAX_STRENGTH} with the color directions).')
+flags.DEFINE_float('max_strength', None, 'A slider at its end moves w by this x the unit direction (default: the '
+                   'range stored with the directions: 3 std of the sampled w for computed ones, also in their '
+                   f'.npz; {editor_lib.MAX_STRENGTH}, the original demo\'s, for a boundary .pt).')
 flags.DEFINE_float('preview_ratio', 0.25, 'Initial preview width (changeable on the page).')
 flags.DEFINE_integer('preview_res', None, 'Initial preview resolution (default: half the full one).')
 flags.DEFINE_integer('project_steps', 50, 'Projection steps for uploaded images (0: no uploads).')

@@ -221,6 +221,17 @@ def test_color_directions_are_cached(tmp_path, tiny, monkeypatch):
     assert sorted(again) == sorted(first)
     for k in first:
         np.testing.assert_allclose(np.asarray(again[k]).reshape(-1), np.asarray(first[k]).reshape(-1))
+    # The slider range is the directions' own (3 std of the sampled w along them), kept by the cache ...
+    assert first.max_strength > 0 and again.max_strength == pytest.approx(first.max_strength, rel=1e-6)
+    # ... and by a saved .npz: computed or loaded, the editor's sliders span the same range.
+    saved = str(tmp_path / 'saved.npz')
+    directions_lib.save_directions(saved, first)
+    latents = editor_lib.seed_latents(gen, variables, [0])
+    ranges = {editor_lib.Editor(gen, variables, d, latents).max_strength
+              for d in (first, directions_lib.load_boundaries(saved), directions_lib.select(first, ['red']))}
+    assert len(ranges) == 1 and ranges.pop() == pytest.approx(first.max_strength, rel=1e-6)
+    # Directions without a range (the original's boundary .pt) keep the original demo's 0.6.
+    assert editor_lib.Editor(gen, variables, dict(first), latents).max_strength == editor_lib.MAX_STRENGTH
 
 
 def test_launcher_says_how_to_get_the_default_generator(tmp_path):

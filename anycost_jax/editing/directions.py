@@ -3,6 +3,10 @@
 * :func:`load_boundaries` reads the original's boundary file (a ``torch.save``'d dict of
   ``'{index:02d}_{CelebA attribute}'`` -> unit vector [1, 512], read without torch) or our
   ``.npz`` (:func:`save_directions`), from a path or a URL (downloaded once into the cache).
+* A set of directions carries its slider range (:class:`Directions`, ``max_strength``): the
+  original's boundary file has none (its demo's 0.6 applies); computed directions get
+  :data:`SLIDER_SIGMAS` standard deviations of the sampled w along them, saved in the ``.npz``
+  with them, so computed and reloaded directions give the same sliders.
 * :func:`apply_edits` is the original demo's edit: ``w+[:, :12] += value / 100 * 0.6 * direction``
   for each slider ``value`` in [-100, 100]; here ``strength`` is the already-scaled amount
   (:func:`slider_strength` converts a slider value), so any direction can be used at any scale.
@@ -13,8 +17,8 @@
   scikit-learn's ``SVC(kernel='linear', C=1)`` is replaced by our primal linear SVM
   (:func:`linear_svm`: squared hinge loss, L2 penalty, unpenalised bias, solved by L-BFGS in JAX).
 * :func:`color_attributes` scores images of the procedural demo dataset (how much red, green,
-  blue, yellow, and how bright the background), so the demo generator gets directions with no
-  classifier download.
+  blue, yellow in the shapes, and how bright the background, measured apart), so the demo
+  generator gets directions with no classifier download.
 """
 from __future__ import annotations
 
@@ -46,6 +50,8 @@ DEMO_DIRECTIONS = {
 N_STYLE_TO_CHANGE = 12
 SLIDER_MAX_VALUE = 0.6      # a slider at +-100 moves w by +-0.6 along the unit direction
 SLIDER_RANGE = 100
+SLIDER_SIGMAS = 3.          # computed directions: a slider's end is 3 std of the sampled w along the direction
+RANGE_KEY = '__max_strength__'  # where an .npz keeps its directions' slider range
 BOUNDARY_URL = 'https://hanlab18.mit.edu/projects/anycost-gan/files/boundary_{config}.pt'
 
 # compute_directions defaults: the original's (InterFaceGAN's) settings.
@@ -58,16 +64,33 @@ MEAN_STYLE_SAMPLES = 100000  # the extraction script's truncation centre
 # --------------------------------------------------------------------------- files
 
 
+class Directions(dict):
+    """``{name: unit direction}`` with the distance a slider at its end moves w along each one
+    (``max_strength``; None: not known, e.g. the original's boundary file)."""
+
+    def __init__(self, directions=(), max_strength: Optional[float] = None):
+        super().__init__(directions)
+        self.max_strength = max_strength
+
+
+def spread_range(latents, directions: Mapping[str, np.ndarray], sigmas: float = SLIDER_SIGMAS) -> float:
+    """``sigmas`` x the mean (over the directions) standard deviation of ``latents`` [n, d] along
+    each direction: a slider range in which every direction moves w as far as the samples spread."""
+    latents = np.asarray(latents, np.float64)
+    stds = [np.std(latents @ np.asarray(d, np.float64).reshape(-1)) for d in directions.values()]
+    return round(float(sigmas * np.mean(stds)), 4)
+
+
 def boundary_url(config: str = 'anycost-ffhq-config-f') -> str:
     """The original's hosted boundary file for a generator config."""
     return BOUNDARY_URL.format(config=config)
 
 
-def load_boundaries(path_or_url: str) -> dict[str, np.ndarray]:
+def load_boundaries(path_or_url: str) -> Directions:
     """Directions by name, each float32 [style_dim] (the original stores [1, style_dim]).
 
     Reads the original's torch-saved dict (``.pt``) or our ``.npz``; URLs are downloaded once into
-    the cache (``$ANYCOST_CACHE``).
+    the cache (``$ANYCOST_CACHE``). ``max_strength`` is the ``.npz``'s stored range, else None.
     """
     path = os.fspath(path_or_url)
     if path.startswith(('http://', 'https://')):
@@ -76,15 +99,18 @@ def load_boundaries(path_or_url: str) -> dict[str, np.ndarray]:
     elif not os.path.exists(path):
         raise FileNotFoundError(f'boundary file {path!r} does not exist; expected the original\'s boundary .pt '
                                 f'(e.g. {boundary_url()}), an .npz from save_directions, or a URL')
+    max_strength = None
     if path.endswith('.npz'):
         with np.load(path) as f:
             raw = {k: f[k] for k in f.files}
+        if RANGE_KEY in raw:
+            max_strength = float(raw.pop(RANGE_KEY))
     else:
         from anycost_jax.convert.torch_io import load_torch_file
         raw = load_torch_file(path)
         if not isinstance(raw, Mapping):
             raise ValueError(f'{path}: expected a dict of name -> direction tensor, found {type(raw).__name__}')
-    out = {}
+    out = Directions(max_strength=max_strength)
     for k, v in raw.items():
         v = np.asarray(v, np.float32)
         if v.size == 0 or v.size != v.shape[-1] or not np.isfinite(v).all():
@@ -97,10 +123,19 @@ def load_boundaries(path_or_url: str) -> dict[str, np.ndarray]:
 
 
 def save_directions(path: str, directions: Mapping[str, np.ndarray]) -> None:
-    """Writes directions as ``.npz`` (name -> float32 [style_dim]), readable by :func:`load_boundaries`."""
+    """Writes directions as ``.npz`` (name -> float32 [style_dim]), readable by :func:`load_boundaries`,
+    with their slider range (``directions.max_strength``) when they have one."""
     if not str(path).endswith('.npz'):
         raise ValueError(f'save_directions writes .npz files; got {path!r}')
-    np.savez(path, **{k: np.asarray(v, np.float32).reshape(-1) for k, v in directions.items()})
+    arrays = {k: np.asarray(v, np.float32).reshape(-1) for k, v in directions.items()}
+    if getattr(directions, 'max_strength', None) is not None:
+        arrays[RANGE_KEY] = np.float64(directions.max_strength)  # float64: the loaded range is the same float
+    np.savez(path, **arrays)
+
+
+def select(directions: Mapping[str, np.ndarray], names: Sequence[str]) -> Directions:
+    """Only ``names`` (as :func:`resolve_direction` finds them), in that order, keeping the range."""
+    return Directions({n: resolve_direction(directions, n) for n in names}, getattr(directions, 'max_strength', None))
 
 
 def resolve_direction(directions: Mapping[str, np.ndarray], name: str) -> np.ndarray:
@@ -260,7 +295,8 @@ def compute_directions(gen: Generator, variables, classifier: Callable, *, n_sam
                        seed: int = 0, truncation: float = TRUNCATION, attribute_names: Optional[Sequence[str]] = None,
                        classifier_res: Optional[int] = None, progress: bool = True,
                        return_accuracy: bool = False):
-    """Unit attribute directions in W, one per classifier output: ``{name: float32 [style_dim]}``.
+    """Unit attribute directions in W, one per classifier output: ``{name: float32 [style_dim]}``
+    (a :class:`Directions`, its ``max_strength`` :func:`spread_range` of the sampled w).
 
     ``classifier(images)`` takes NHWC images in [-1, 1] (clamped, resized to ``classifier_res``
     with bilinear ``align_corners=True`` if given; the original resizes to 256 for its predictor)
@@ -290,37 +326,63 @@ def compute_directions(gen: Generator, variables, classifier: Callable, *, n_sam
         [f'attr_{i}' for i in range(scores.shape[1])]
     if len(names) != scores.shape[1]:
         raise ValueError(f'{len(names)} attribute names for {scores.shape[1]} classifier outputs')
-    directions, accuracy = {}, {}
+    directions, accuracy = Directions(), {}
     for i, name in enumerate(tqdm(names, desc='fitting SVMs', disable=not progress, leave=False)):
         directions[name], accuracy[name] = train_boundary(ws, scores[:, i], top_fraction, split_ratio, seed + i)
+    directions.max_strength = spread_range(ws, directions)
     return (directions, accuracy) if return_accuracy else directions
 
 
 # --------------------------------------------------------------------------- the demo's attributes
 
 COLOR_ATTRIBUTES = procedural.COLOR_NAMES + ('background brightness',)
-COLOR_SIGMA = 40.  # RGB distance (0..255) at which a pixel counts e^-1/2 as the color; the closest
-#                    background tone (steel) is ~110 from blue, so backgrounds barely count
+COLOR_SIGMA = 40.  # RGB distance (0..255) at which a pixel counts e^-1/2 as a palette color
+BACKGROUND_SIGMA = 30.  # ... as the fitted background; the palette is >= 100 from every background tone
+MUTED_SPREAD = 40.  # max - min of a pixel's RGB: <= 40 for the four background tones, >= 116 for the palette
+LUMA = (0.299, 0.587, 0.114)
+
+
+def _plane_fit(rgb, weights):
+    """Per image, the weighted least-squares color plane ``c + cx * x + cy * y`` [N, H, W, 3]."""
+    n, h, w, _ = rgb.shape
+    y, x = jnp.meshgrid(jnp.linspace(-1, 1, h), jnp.linspace(-1, 1, w), indexing='ij')
+    basis = jnp.stack([jnp.ones_like(x), x, y], -1).reshape(1, h * w, 3)           # [1, P, 3]
+    wb = weights.reshape(n, h * w, 1) * basis                                       # [N, P, 3]
+    gram = jnp.einsum('npi,npj->nij', wb, basis) + 1e-3 * jnp.eye(3)
+    coef = jnp.linalg.solve(gram, jnp.einsum('npi,npc->nic', wb, rgb.reshape(n, h * w, 3)))  # [N, 3, 3]
+    return jnp.einsum('pi,nic->npc', basis[0], coef).reshape(n, h, w, 3)
 
 
 @jax.jit
 def _color_scores(images):
     rgb = (jnp.clip(images, -1, 1) + 1) * 127.5                              # [N, H, W, 3]
+    # The background is a linear gradient between two muted tones: a color plane fitted to the
+    # muted pixels, then refitted twice to those close to it (robust to blurred shape edges).
+    spread = rgb.max(-1) - rgb.min(-1)
+    weights = jnp.exp(-0.5 * jnp.square(spread / MUTED_SPREAD))
+    for _ in range(3):
+        background = _plane_fit(rgb, weights)
+        near = jnp.exp(-jnp.sum(jnp.square(rgb - background), -1) / (2 * BACKGROUND_SIGMA ** 2))
+        weights = near * jnp.exp(-0.5 * jnp.square(spread / MUTED_SPREAD)) + 1e-4
+    shape = 1 - near                                                          # [N, H, W]: not background
     palette = jnp.asarray(procedural.COLORS)                                  # [4, 3]
     d2 = jnp.sum(jnp.square(rgb[..., None, :] - palette), axis=-1)           # [N, H, W, 4]
-    member = jnp.exp(-d2 / (2 * COLOR_SIGMA ** 2))
+    member = jnp.exp(-d2 / (2 * COLOR_SIGMA ** 2)) * shape[..., None]
     amount = member.mean(axis=(1, 2))                                         # [N, 4]
-    background = 1 - member.max(axis=-1)                                      # [N, H, W]
-    luma = rgb @ jnp.asarray([0.299, 0.587, 0.114]) / 255
-    brightness = (background * luma).sum((1, 2)) / (background.sum((1, 2)) + 1e-6)
+    brightness = background.mean(axis=(1, 2)) @ jnp.asarray(LUMA) / 255      # [N]
     return jnp.concatenate([amount, brightness[:, None]], axis=1)
 
 
 def color_attributes(images) -> np.ndarray:
-    """Scores [N, 5] of NHWC images in [-1, 1] for :data:`COLOR_ATTRIBUTES`: for each of the
-    procedural dataset's saturated colors (red, green, blue, yellow) the fraction of the image
-    near that color (a soft, Gaussian membership, so blurry GAN samples score smoothly), and the
-    mean luminance (0..1) of the pixels that are none of them (the background)."""
+    """Scores [N, 5] of NHWC images in [-1, 1] for :data:`COLOR_ATTRIBUTES`, shapes and background
+    measured apart so that their directions do not drag each other along.
+
+    The background is a color plane (the dataset's linear gradient) fitted to the muted pixels,
+    refitted to the pixels close to it. For each saturated color of the dataset (red, green, blue,
+    yellow): the fraction of the image near that color (a soft, Gaussian membership, so blurry GAN
+    samples score smoothly) among the pixels that are not background. Background brightness: the
+    fitted plane's mean luminance (0..1), whatever the shapes on top of it.
+    """
     images = jnp.asarray(images, jnp.float32)
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f'color_attributes expects NHWC RGB images, got shape {images.shape}')

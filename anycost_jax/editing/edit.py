@@ -79,6 +79,7 @@ def get_directions(gen: Generator, variables: dict, boundaries: Optional[str] = 
                                               return_accuracy=True)
     for name, acc in accuracy.items():
         log(f'direction {name!r}: held-out SVM accuracy {acc:.3f}')
+    log(f'slider range: +-{found.max_strength:g} ({dirs.SLIDER_SIGMAS:g} std of the sampled w along the directions)')
     if save:
         dirs.save_directions(save, found)
     return found

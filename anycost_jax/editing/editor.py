@@ -52,10 +52,10 @@ from anycost_jax.editing import directions as directions_lib
 from anycost_jax.modeldir import params_digest
 from anycost_jax.models.generator import Generator
 
-MAX_STRENGTH = directions_lib.SLIDER_MAX_VALUE  # the original demo: a slider at its end moves w by 0.6 x the direction
-# The demo model's w spreads ~1.1 (std) along its color directions, and 0.6 barely changes a color:
-# its sliders span about three standard deviations instead.
-COLOR_MAX_STRENGTH = 3.0
+# The original demo: a slider at its end moves w by 0.6 x the direction. Used for directions that
+# carry no range of their own (the original's boundary file); computed ones carry theirs
+# (directions.Directions.max_strength: 3 std of the sampled w along them, saved in their .npz).
+MAX_STRENGTH = directions_lib.SLIDER_MAX_VALUE
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
 MAX_UPLOAD_BYTES = 32 << 20
 
@@ -158,13 +158,15 @@ def folder_latents(folder: str, gen: Generator,
 
 def color_directions(gen: Generator, variables: dict, cache: Optional[str] = None, n_samples: int = 10000,
                      batch_size: int = 100, **kwargs) -> dict[str, np.ndarray]:
-    """Color directions of the procedural demo model, computed once and cached in ``cache``.
+    """Color directions of the procedural demo model, computed once and cached in ``cache`` (with
+    their slider range: loaded or computed, they give the same sliders).
 
     The default cache lives in the download cache, named by the parameters' hash, so another
-    generator never picks up these directions. 10000 samples (not the original's 500000 for
-    faces) take seconds for the demo model: its colors are easy to separate.
+    generator never picks up these directions (v2: the color attributes measure shapes and
+    background apart). 10000 samples (not the original's 500000 for faces) take seconds for the
+    demo model: its colors are easy to separate.
     """
-    cache = cache or os.path.join(download.cache_dir(), f'directions-colors-{params_digest(variables)}.npz')
+    cache = cache or os.path.join(download.cache_dir(), f'directions-colors-v2-{params_digest(variables)}.npz')
     if os.path.exists(cache):
         return directions_lib.load_boundaries(cache)
     found = directions_lib.compute_directions(gen, variables, directions_lib.color_attributes,
@@ -198,7 +200,7 @@ class Editor:
 
     def __init__(self, gen: Generator, variables: dict, directions: dict[str, np.ndarray], latents: list[Latent],
                  *, preview_ratio: float = 0.25, preview_res: Optional[int] = None,
-                 max_strength: float = MAX_STRENGTH, n_layers: Optional[int] = None,
+                 max_strength: Optional[float] = None, n_layers: Optional[int] = None,
                  project_kwargs: Optional[dict] = None):
         if not latents:
             raise ValueError('the editor needs at least one latent')
@@ -218,7 +220,8 @@ class Editor:
         self.preview = (preview_ratio, gen.check_target_res(preview_res))
         elastic.warn_untrained(gen, [preview_res], 'preview resolution')
         self.resolutions = sorted(set(trained) | {preview_res}, reverse=True)
-        self.max_strength = max_strength
+        # None: the directions' own range (directions.Directions), else the original demo's.
+        self.max_strength = max_strength or getattr(directions, 'max_strength', None) or MAX_STRENGTH
         self.n_layers = n_layers or directions_lib.N_STYLE_TO_CHANGE
         self.project_kwargs = dict(project_kwargs or {})
         self._render_lock = threading.Lock()   # one render at a time: latencies are not contended
@@ -492,8 +495,8 @@ def load_editor(generator: str, *, latents: Optional[str] = None, seeds: Sequenc
         model's color directions (:func:`color_directions`, cached in ``directions_cache``).
       attributes: only these directions, in this order (default: all; for the original's boundary
         file the demo's seven sliders).
-      max_strength: a slider at its end moves w by this x the unit direction (default:
-        :data:`MAX_STRENGTH` with boundaries, :data:`COLOR_MAX_STRENGTH` with color directions).
+      max_strength: a slider at its end moves w by this x the unit direction (default: the
+        directions' own range, else :data:`MAX_STRENGTH`, the original demo's).
       preview_ratio, preview_res: the initial preview sub-generator.
       project_steps, project_optimizer, project_sub_g, encoder: projection of uploaded images
         (``encoder``: a converted encoder initializing it).
@@ -519,11 +522,11 @@ def load_editor(generator: str, *, latents: Optional[str] = None, seeds: Sequenc
         names = list(directions_lib.DEMO_DIRECTIONS)  # the original's boundary file: the demo's seven sliders
     if names:
         try:
-            directions = {a: directions_lib.resolve_direction(directions, a) for a in names}
+            directions = directions_lib.select(directions, names)
         except KeyError as e:
             raise EditorError(f'--attributes: {e.args[0]}') from None
-    if not max_strength:
-        max_strength = MAX_STRENGTH if boundaries else COLOR_MAX_STRENGTH
+    # The range belongs to the directions (the same from a computed set and from its saved .npz).
+    max_strength = max_strength or directions.max_strength or MAX_STRENGTH
     found = folder_latents(latents, gen) if latents else seed_latents(gen, variables, seeds, truncation)
     project_kwargs = dict(steps=project_steps, optimizer=project_optimizer, random_subgenerators=project_sub_g)
     if encoder:
