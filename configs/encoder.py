@@ -21,8 +21,9 @@ import ml_collections
 
 from anycost_jax.editing.encoder_training import EncoderTrainConfig
 
-# Architecture knobs stay at the original's values (tests shrink them through the library).
-_FIXED = ('input_size', 'stage_sizes', 'width')
+# The trunk stays ResNet-50 (tests shrink it through the library). input_size is a field: 0 sizes
+# the input to the generator (32 px for generators up to 32 px, their resolution up to 256).
+_FIXED = ('stage_sizes', 'width')
 
 
 def get_config(arg: str = ''):

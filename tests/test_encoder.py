@@ -217,15 +217,15 @@ def test_predictor_round_trip_and_errors(tiny, tmp_path):
 def test_train_encoder_steps_save_and_resume(tmp_path):
     gen = Generator(16, style_dim=16, n_mlp=1, channel_multiplier=1 / 64)
     g_vars = gen.init_variables(jax.random.key(0))
-    # Quick: a 64 px encoder input (the 256 path is the parity test's) and no LPIPS (VGG compiles and runs
-    # slowly here; test_reconstruction_loss checks that term).
+    # Quick: the default encoder input, sized to the 16 px generator (32 px; the 256 path is the parity
+    # test's), and no LPIPS (VGG compiles and runs slowly here; test_reconstruction_loss checks that term).
     kw = dict(batch_size=2, lpips_weight=0., latent_weight=1., mixing_prob=0.5, sub_generator_prob=0.5,
-              save_every=2, progress=False, input_size=64, **TINY)
+              save_every=2, progress=False, **TINY)
     workdir = str(tmp_path / 'run')
     enc, variables, history = et.train_encoder(gen, g_vars, workdir, steps=2, **kw)
     assert len(history) == 2 and all(np.isfinite(h['loss']) and h['mse'] > 0 for h in history)
-    assert (enc.n_style, enc.style_dim, enc.input_size) == (gen.n_style, gen.style_dim, 64)
-    _, init = et.init_encoder(gen, g_vars, et.EncoderTrainConfig(input_size=64, **TINY),
+    assert (enc.n_style, enc.style_dim, enc.input_size) == (gen.n_style, gen.style_dim, 32)
+    _, init = et.init_encoder(gen, g_vars, et.EncoderTrainConfig(input_size=32, **TINY),
                               jax.random.split(jax.random.key(0))[0])
     changed = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))), variables['params'],
                            init['params'])
@@ -236,8 +236,12 @@ def test_train_encoder_steps_save_and_resume(tmp_path):
     # The exported encoder reproduces the trained one, through the editing call.
     enc2, v2 = convert.load_encoder(os.path.join(workdir, et.ENCODER_DIR))
     x = np.asarray(jnp.clip(gen.apply(g_vars, jax.random.normal(jax.random.key(5), (1, 16))), -1, 1))
-    x = encoder_input(x, 64)
-    np.testing.assert_allclose(np.asarray(enc2.apply(v2, x)), np.asarray(enc.apply(variables, x)), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(enc2.apply(v2, encoder_input(x, 32))),
+                               np.asarray(enc.apply(variables, encoder_input(x, 32))), rtol=1e-6)
+    # projection feeds it at its own input size
+    from anycost_jax.editing import projection
+    start = projection._encoder_w((enc2, v2), x, (1, gen.n_style, gen.style_dim))
+    np.testing.assert_allclose(np.asarray(start), np.asarray(enc.apply(variables, encoder_input(x, 32))), rtol=1e-5)
     # Resume: one more step continues from the step-2 checkpoint, not from scratch.
     _, v3, h3 = et.train_encoder(gen, g_vars, workdir, steps=3, **kw)
     assert len(h3) == 1
@@ -254,6 +258,17 @@ def test_train_encoder_steps_save_and_resume(tmp_path):
             et.train_encoder(gen, args.pop('g_vars', g_vars), workdir, **args)
     assert open(os.path.join(workdir, et.CONFIG_FILE)).read() == saved
     assert sorted(os.listdir(os.path.join(workdir, et.CHECKPOINT_DIR))) == ['2', '3']
+
+
+def test_encoder_input_is_sized_to_the_generator():
+    sizes = {res: et.input_size_for(Generator(res, style_dim=16, n_mlp=1, channel_multiplier=1 / 64))
+             for res in (8, 16, 32, 64, 256, 1024)}
+    # ResNet-50 downsamples 32x: at least 32 px; at most the original's 256
+    assert sizes == {8: 32, 16: 32, 32: 32, 64: 64, 256: 256, 1024: 256}
+    gen = Generator(16, style_dim=16, n_mlp=1, channel_multiplier=1 / 64)
+    with pytest.raises(ValueError, match='input_size=16: ResNet-50 downsamples 32x'):
+        et.EncoderTrainConfig(input_size=16).check(gen)
+    et.EncoderTrainConfig(input_size=0).check(gen)  # 0: sized to the generator
 
 
 def test_reconstruction_loss():

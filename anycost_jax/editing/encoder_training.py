@@ -8,7 +8,8 @@ projection (``tools/project.py``) and of in-domain encoders (arXiv:2004.00049):
 * **data**: z ~ N(0, I) -> w = mapping(z) (with ``mixing_prob``, two w's crossed over at a
   random layer, so the encoder also sees w+ codes) -> the frozen full generator renders the
   target with its stored constant noise, clamped to [-1, 1]. No real images are needed.
-* **encoder**: the target, bilinearly resized (``align_corners=True``) to the encoder's 256,
+* **encoder**: the target, bilinearly resized (``align_corners=True``) to the encoder's input
+  (``input_size``: by default the generator's resolution, between 32 and the original's 256),
   gives w+ = fc(ResNet-50(x)) + mean_latent; ``mean_latent`` is the generator's mean w (a
   constant), and the fc layer starts near zero, so training starts from the mean face.
 * **loss** (per image, averaged over the batch): ``lpips_weight`` x LPIPS-VGG of the
@@ -58,6 +59,16 @@ CONFIG_FILE = 'encoder_config.json'
 # What a resume must keep: everything but the run's length, its saving period and the learning rate.
 RESUME_KEYS = ('batch_size', 'lpips_res', 'lpips_weight', 'mse_weight', 'latent_weight', 'mixing_prob',
                'sub_generator_prob', 'seed', 'input_size', 'stage_sizes', 'width', 'generator_digest')
+MIN_INPUT_SIZE = 32  # ResNet-50's stride: a 32 px input reaches the pooling as 1x1
+
+
+def input_size_for(gen: Generator) -> int:
+    """The encoder input for ``gen``'s images: its resolution, at least :data:`MIN_INPUT_SIZE` and at
+    most the original's 256 (upsampling a small generator's images to 256 would make ResNet-50 cost
+    64x more at 32 px for nothing: the pixels are not there)."""
+    return int(min(INPUT_SIZE, max(MIN_INPUT_SIZE, gen.top_res)))
+
+
 FC_INIT_SCALE = 0.1  # the fresh fc starts small: first predictions stay near mean_latent
 
 
@@ -74,7 +85,7 @@ class EncoderTrainConfig:
     sub_generator_prob: float = 0.
     save_every: int = 1000
     seed: int = 0
-    input_size: int = INPUT_SIZE  # 256 keeps the encoder compatible with the original's
+    input_size: int = 0           # 0: sized to the generator (input_size_for); 256 is the original's
     stage_sizes: Sequence[int] = RESNET50_STAGES  # smaller only for tests
     width: int = 64
 
@@ -82,9 +93,13 @@ class EncoderTrainConfig:
         object.__setattr__(self, 'stage_sizes', tuple(self.stage_sizes))  # hashable: the step is cached per config
 
     def check(self, gen: Generator) -> None:
-        for name in ('steps', 'batch_size', 'save_every', 'lpips_res', 'input_size'):
+        for name in ('steps', 'batch_size', 'save_every', 'lpips_res'):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
                 raise ValueError(f'{name}={getattr(self, name)!r} must be a positive integer')
+        if self.input_size and (int(self.input_size) != self.input_size or self.input_size < MIN_INPUT_SIZE):
+            raise ValueError(f'input_size={self.input_size!r}: ResNet-50 downsamples 32x, so it takes images of at '
+                             f'least {MIN_INPUT_SIZE} px; pass e.g. input_size={MIN_INPUT_SIZE}, or 0 to size it '
+                             f'to the generator')
         for name in ('mixing_prob', 'sub_generator_prob'):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f'{name}={getattr(self, name)} must be a probability in [0, 1]')
@@ -214,6 +229,8 @@ def train_encoder(gen: Generator, g_variables: dict, workdir: str, config: Optio
     from anycost_jax.checkpoint import Checkpointer
     config = dataclasses.replace(config or EncoderTrainConfig(), **overrides)
     config.check(gen)
+    if not config.input_size:
+        config = dataclasses.replace(config, input_size=input_size_for(gen))
     if 'noise' not in g_variables:
         raise ValueError("g_variables lack the 'noise' collection (the generator's constant noise); pass the full "
                          "variables of convert.load_generator")

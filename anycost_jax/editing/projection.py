@@ -243,7 +243,8 @@ def _encoder_w(encoder, targets: np.ndarray, shape: tuple) -> jax.Array:
     except (TypeError, ValueError):
         raise TypeError('encoder must be a (module, variables) pair whose module.apply(variables, images) maps '
                         f'[N, {ENCODER_RES}, {ENCODER_RES}, 3] images in [-1, 1] to w+') from None
-    x = resize_align_corners(jnp.asarray(targets), ENCODER_RES)
+    # Our encoders may be trained at another input size (encoder_training.input_size_for).
+    x = resize_align_corners(jnp.asarray(targets), int(getattr(module, 'input_size', ENCODER_RES)))
     w = jnp.asarray(_jitted_apply(module)(enc_vars, x), jnp.float32)
     if w.shape != shape:
         raise ValueError(f'the encoder returned shape {w.shape}; the generator needs w+ of shape {shape} '
