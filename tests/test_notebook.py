@@ -2,6 +2,7 @@
 training step per stage, two Adam projection steps) and shows its images; it is stored without outputs."""
 import json
 import os
+import re
 import sys
 
 import pytest
@@ -51,6 +52,9 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     assert 'backend: cpu' in text
     assert 'trained 2 steps (multires: 1, anycost: 1)' in text and 'generator: 16 px' in text
     assert 'projected in' in text and 'preview 0.25x @ 8 px' in text
+    # Off Colab: the set-up says what Colab's set-up would install, the editor is served at a local URL.
+    assert 'requirements this Python lacks: ' in text
+    assert re.search(r'anycost editor: http://127\.0\.0\.1:\d+/', text), text[-2000:]
 
     def images(cell_index):
         return [o for o in code[cell_index].outputs if o.output_type == 'display_data' and 'image/png' in o.data]
