@@ -11,9 +11,10 @@ A failed run removes the output folders it created and left empty.
 Generators load through :func:`anycost_jax.convert.load_generator`, the one resolver of
 :data:`GENERATOR_SOURCES` (a training workdir included).
 
-Libraries' INFO lines (Orbax logs every phase of a restore, TensorFlow's C++ its start-up) are
-kept out of a launcher's output unless ``--verbosity`` is given: this module is imported before
-anything imports TensorFlow, which reads ``TF_CPP_MIN_LOG_LEVEL`` once, at import.
+Libraries' INFO lines (Orbax logs every phase of a restore) are kept out of a launcher's output
+unless ``--verbosity`` is given (:func:`quiet_libraries`). ``TF_CPP_MIN_LOG_LEVEL`` is set here,
+at import, before anything imports TensorFlow, which reads it once; TensorFlow 2.21's oneDNN
+notice is printed before its C++ logging starts and ignores it.
 """
 from __future__ import annotations
 
@@ -62,26 +63,31 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
         fail(e)
 
 
-class _OwnInfoOnly:
-    """A logging filter: warnings and errors from anywhere, INFO only from this package and the launcher."""
+# Libraries whose INFO records only narrate their internals (Orbax: a dozen lines per restore;
+# JAX: the backends it could not open).
+# Training progress is INFO too, from this package and from clu's writers, so those stay.
+QUIET_LIBRARIES = ('orbax', 'tensorflow', 'tensorflow_datasets', 'etils', 'jax')
 
-    def __init__(self, roots: Sequence[str]):
-        self.roots = tuple(os.path.join(os.path.abspath(r), '') for r in roots)
+
+class _QuietLibraries:
+    """A logging filter: INFO and below from :data:`QUIET_LIBRARIES` dropped, everything else kept."""
+
+    def __init__(self, libraries: Sequence[str] = QUIET_LIBRARIES):
+        self.parts = tuple(f'{os.sep}{name}{os.sep}' for name in libraries)
 
     def filter(self, record) -> bool:
-        return record.levelno >= logging.converter.STANDARD_WARNING or \
-            os.path.abspath(record.pathname).startswith(self.roots)
+        return record.levelno >= logging.converter.STANDARD_WARNING or not any(
+            p in record.pathname for p in self.parts)
 
 
 def quiet_libraries(argv: Sequence[str] = ()) -> None:
-    """Drops third-party INFO records (Orbax, TFDS, ...) from absl's handler, unless ``--verbosity``
-    is in ``argv``; the package's own INFO (training progress) stays."""
+    """Drops the INFO records of :data:`QUIET_LIBRARIES` from absl's handler, unless ``--verbosity``
+    is in ``argv``; their warnings and errors, and everyone else's INFO, stay."""
     if _verbosity_requested(argv):
         return
     handler = logging.get_absl_handler()
-    if not any(isinstance(f, _OwnInfoOnly) for f in handler.filters):
-        launcher = os.path.dirname(os.path.abspath(argv[0])) if argv else os.getcwd()
-        handler.addFilter(_OwnInfoOnly([os.path.dirname(os.path.abspath(__file__)), launcher]))
+    if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
+        handler.addFilter(_QuietLibraries())
 
 
 def _new_folders(paths: Sequence[str]) -> list[str]:

@@ -105,3 +105,16 @@ def test_every_launcher_says_what_is_missing_in_one_line(tmp_path, launcher, arg
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert len(lines) == 1 and lines[0].startswith('error: ') and str(missing) in lines[0], proc.stderr[-3000:]
     assert not os.path.exists(tmp_path / 'new')  # no empty output folder behind
+
+
+def test_library_info_is_quiet_unless_verbosity_asks():
+    import logging
+    quiet = cli._QuietLibraries()
+    record = lambda path, level: logging.LogRecord('x', level, path, 1, 'msg', (), None)
+    orbax = os.path.join(os.sep, 'venv', 'site-packages', 'orbax', 'checkpoint', 'checkpointer.py')
+    clu = os.path.join(os.sep, 'venv', 'site-packages', 'clu', 'metric_writers', 'logging_writer.py')
+    assert not quiet.filter(record(orbax, logging.INFO))
+    assert quiet.filter(record(orbax, logging.WARNING))          # their warnings stay
+    assert quiet.filter(record(clu, logging.INFO))               # training progress stays
+    assert quiet.filter(record(os.path.join(ROOT, 'anycost_jax', 'train', 'loop.py'), logging.INFO))
+    assert cli._verbosity_requested(['prog', '--verbosity=1']) and not cli._verbosity_requested(['prog', '--seeds=1'])
