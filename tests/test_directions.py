@@ -58,6 +58,13 @@ def test_npz_round_trip(tmp_path):
     for k in found:
         np.testing.assert_array_equal(loaded[k], found[k])
     assert loaded.max_strength is None  # no range saved with them
+    # conditioned on one direction: the others lose their component along it, and stay unit vectors
+    mixed = dirs.Directions({'red': unit(rng, 16), 'brightness': found['red']}, max_strength=2.)
+    mixed['red'] = (mixed['red'] + 2 * found['red']) / np.linalg.norm(mixed['red'] + 2 * found['red'])
+    cond = dirs.conditioned(mixed, 'brightness')
+    assert abs(float(cond['red'] @ cond['brightness'])) < 1e-6 and np.linalg.norm(cond['red']) == pytest.approx(1)
+    np.testing.assert_array_equal(cond['brightness'], mixed['brightness'])
+    assert cond.max_strength == 2. and float(mixed['red'] @ mixed['brightness']) > 0.8
     dirs.save_directions(str(tmp_path / 'r.npz'), dirs.Directions(found, max_strength=2.5))
     ranged = dirs.load_boundaries(str(tmp_path / 'r.npz'))
     assert sorted(ranged) == sorted(found) and ranged.max_strength == 2.5  # the range is not a direction

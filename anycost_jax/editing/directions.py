@@ -133,6 +133,25 @@ def save_directions(path: str, directions: Mapping[str, np.ndarray]) -> None:
     np.savez(path, **arrays)
 
 
+def conditioned(directions: Mapping[str, np.ndarray], on: str) -> Directions:
+    """InterFaceGAN's conditional manipulation: every direction but ``on`` with its component along
+    ``on`` removed (renormalized), so moving along it leaves the ``on`` attribute's score unchanged
+    to first order; ``on`` and the slider range are kept."""
+    base = np.asarray(resolve_direction(directions, on), np.float32).reshape(-1)
+    base = base / np.linalg.norm(base)
+    out = Directions(max_strength=getattr(directions, 'max_strength', None))
+    for name, d in directions.items():
+        d = np.asarray(d, np.float32).reshape(-1)
+        if name != on:
+            d = d - (d @ base) * base
+            norm = np.linalg.norm(d)
+            if not norm > 1e-6:
+                raise ValueError(f'direction {name!r} is parallel to {on!r}: nothing is left to condition')
+            d = d / norm
+        out[name] = d.astype(np.float32)
+    return out
+
+
 def select(directions: Mapping[str, np.ndarray], names: Sequence[str]) -> Directions:
     """Only ``names`` (as :func:`resolve_direction` finds them), in that order, keeping the range."""
     return Directions({n: resolve_direction(directions, n) for n in names}, getattr(directions, 'max_strength', None))
@@ -390,3 +409,7 @@ def color_attributes(images) -> np.ndarray:
 
 
 color_attributes.attribute_names = COLOR_ATTRIBUTES
+# The demo generator ties colors to the background's brightness (on the demo model, the raw
+# yellow direction brightened backgrounds by +0.14 at the slider's end): the color directions
+# are used conditioned on it (:func:`conditioned`; there +0.14 became -0.02).
+COLOR_CONDITION = 'background brightness'

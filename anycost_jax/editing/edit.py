@@ -20,6 +20,8 @@ from anycost_jax.models.generator import Generator
 __all__ = ['CLASSIFIERS', 'EditError', 'parse_edits', 'initial_latent', 'get_directions', 'edit_latent', 'edit']
 
 CLASSIFIERS = {'colors': dirs.color_attributes}
+# The direction the others are conditioned on (directions.conditioned), per classifier.
+CONDITION_ON = {'colors': dirs.COLOR_CONDITION}
 
 
 class EditError(ValueError):
@@ -79,6 +81,9 @@ def get_directions(gen: Generator, variables: dict, boundaries: Optional[str] = 
                                               return_accuracy=True)
     for name, acc in accuracy.items():
         log(f'direction {name!r}: held-out SVM accuracy {acc:.3f}')
+    if classifier in CONDITION_ON:
+        found = dirs.conditioned(found, CONDITION_ON[classifier])
+        log(f'the other directions are conditioned on {CONDITION_ON[classifier]!r} (its component removed)')
     log(f'slider range: +-{found.max_strength:g} ({dirs.SLIDER_SIGMAS:g} std of the sampled w along the directions)')
     if save:
         dirs.save_directions(save, found)

@@ -163,7 +163,7 @@ def color_directions(gen: Generator, variables: dict, cache: Optional[str] = Non
 
     The default cache lives in the download cache, named by the parameters' hash, so another
     generator never picks up these directions (v2: the color attributes measure shapes and
-    background apart). 10000 samples (not the original's 500000 for faces) take seconds for the
+    background apart, and the colors are conditioned on the background brightness). 10000 samples (not the original's 500000 for faces) take seconds for the
     demo model: its colors are easy to separate.
     """
     cache = cache or os.path.join(download.cache_dir(), f'directions-colors-v2-{params_digest(variables)}.npz')
@@ -171,6 +171,7 @@ def color_directions(gen: Generator, variables: dict, cache: Optional[str] = Non
         return directions_lib.load_boundaries(cache)
     found = directions_lib.compute_directions(gen, variables, directions_lib.color_attributes,
                                               n_samples=n_samples, batch_size=batch_size, **kwargs)
+    found = directions_lib.conditioned(found, directions_lib.COLOR_CONDITION)
     os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
     directions_lib.save_directions(cache, found)
     print(f'cached the color directions in {cache}')
