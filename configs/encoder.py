@@ -3,7 +3,10 @@ r"""The encoder (images -> w+) of projection and editing, trained on a frozen ge
 Reproduces the original's ResNet-50 encoder setup (its repository ships trained encoders but no
 training script, so the loop is ours): LPIPS-VGG + pixel MSE through the frozen generator at
 min(lpips_res, resolution), optionally + MSE to the true w+, Adam 1e-4, batch 8, 100k steps.
-Hardware and time: a GPU or TPU host for the 1024 px generators (CPU only for tiny ones).
+The input is sized to the generator (input_size=0: its resolution, 32 to 256 px; 256 is the
+original's and the only size its .pt format takes). Hardware and time: a GPU or TPU host for the
+1024 px generators; the 16 px demo generator runs about 2 s per step on a busy 2-core CPU
+(README, "Encoder and attribute predictor"), so use --config.steps=1000 there (about 35 min).
 
     python launch/train_encoder.py --config=configs/encoder.py \
         --config.generator=anycost-ffhq-config-f.pt --workdir=runs/encoder
