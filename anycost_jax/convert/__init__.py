@@ -106,7 +106,8 @@ def generator_from_config(config) -> Generator:
     m = config.model
     bf16 = config.get('bf16_from_res') or None  # config.json of older runs has no such field
     # A stage fits its n_res highest outputs; the export records them so launchers offer only those.
-    trained = elastic.resolutions_up_to(config.resolution)[::-1][:config.n_res]
+    n_res = config.get('n_res')  # a config without it says nothing: () is 'unknown'
+    trained = elastic.resolutions_up_to(config.resolution)[::-1][:n_res] if n_res else ()
     return Generator(config.resolution, style_dim=m.style_dim, n_mlp=m.n_mlp, channel_multiplier=m.channel_multiplier,
                      channel_max=m.channel_max, bf16_from_res=bf16, trained_resolutions=tuple(trained))
 
