@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anycost_jax import convert
+from anycost_jax import convert, macs
 from anycost_jax.editing import directions as directions_lib
 from anycost_jax.editing import editor as editor_lib
 from anycost_jax.models import Generator
@@ -94,6 +94,9 @@ def test_api_renders_edits_at_any_cost(server, tiny):
     _, moved = call(url, '/api/render', {**base, 'strengths': {'red': 1.0}})
     a, b = decode(plain['image']), decode(moved['image'])
     assert a.shape == (8, 8, 3) and plain['target_res'] == 8 and plain['ms'] > 0
+    # the page shows the computation the preview saves beside its time
+    assert plain['macs'] == macs.generator_macs(ed.gen, channel_ratio=0.25, target_res=8)
+    assert plain['full_macs'] == macs.generator_macs(ed.gen) > 2 * plain['macs']
     assert np.abs(a.astype(int) - b).max() > 0  # the slider changes the preview
     # The edit is w + strength * max_strength * direction on the latent's layers.
     w = ed.edited(1, {'red': 1.0})
