@@ -95,6 +95,24 @@ def grid_configs(gen: Generator, ratios: Sequence[float] = elastic.RATIOS[::-1],
 LABEL_TOP, LABEL_LEFT = 14, 40  # the grid's bands for the column (resolution) and row (width) labels
 
 
+def label_bands(img: np.ndarray, top: int, left: int, columns: Sequence[tuple[str, int]],
+                rows: Sequence[tuple[str, int]]) -> np.ndarray:
+    """A copy of ``img`` (HWC uint8) with black text centered in its top band (``columns``: (text,
+    x center)) and its left band (``rows``: (text, y center)); the bands must already be blank."""
+    band = Image.fromarray(img)
+    draw, font = ImageDraw.Draw(band), ImageFont.load_default()
+
+    def centered(text, cx, cy):  # by the text's box: the bitmap fallback font takes no anchor
+        x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
+        draw.text((cx - (x0 + x1) // 2, cy - (y0 + y1) // 2), text, fill=(0, 0, 0), font=font)
+
+    for text, cx in columns:
+        centered(text, cx, top // 2)
+    for text, cy in rows:
+        centered(text, left // 2, cy)
+    return np.asarray(band)
+
+
 def anycost_grid(gen: Generator, variables: dict, z: jax.Array, rows: list[list[SubConfig]], cell: int = 256,
                  truncation: float = 1., pad: int = 2, labels: bool = True) -> np.ndarray:
     """One grid image per z: ``[len(z), H, W, 3]`` uint8, cells resized to ``cell`` pixels; with
@@ -111,19 +129,11 @@ def anycost_grid(gen: Generator, variables: dict, z: jax.Array, rows: list[list[
                 y, x = top + pad + i * (cell + pad), left + pad + j * (cell + pad)
                 out[k, y:y + cell, x:x + cell] = resize(imgs[k], cell)
     if labels:
-        band = Image.fromarray(out[0])
-        draw, font = ImageDraw.Draw(band), ImageFont.load_default()
-
-        def centered(text, cx, cy):  # by the text's box: the bitmap fallback font takes no anchor
-            x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
-            draw.text((cx - (x0 + x1) // 2, cy - (y0 + y1) // 2), text, fill=(0, 0, 0), font=font)
-
-        for j, cfg in enumerate(rows[0]):
-            centered(f'{cfg.target_res or gen.top_res} px', left + pad + j * (cell + pad) + cell // 2, top // 2)
-        for i, row in enumerate(rows):
-            ratio = row[0].channel_ratio
-            centered(f'{ratio:g}x' if ratio is not None else 'flex', left // 2, top + pad + i * (cell + pad) + cell // 2)
-        drawn = np.asarray(band)
+        widths = [f'{row[0].channel_ratio:g}x' if row[0].channel_ratio is not None else 'flex' for row in rows]
+        drawn = label_bands(out[0], top, left,
+                            [(f'{c.target_res or gen.top_res} px', left + pad + j * (cell + pad) + cell // 2)
+                             for j, c in enumerate(rows[0])],
+                            [(w, top + pad + i * (cell + pad) + cell // 2) for i, w in enumerate(widths)])
         out[:, :top] = drawn[:top]  # the labels are the same for every z
         out[:, :, :left] = drawn[:, :left]
     return out

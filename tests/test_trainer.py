@@ -138,9 +138,13 @@ def test_sample_grid_has_every_width_and_resolution(stages):
     from PIL import Image
     workdir, _ = stages['anycost']
     grid = np.asarray(Image.open(os.path.join(workdir, 'samples', '00000001.png')))
+    from anycost_jax import render
     cell, pad = 64, 2  # 16 px outputs are shown at 64 px
-    # 4 widths x 2 resolutions per z, 2 z side by side.
-    assert grid.shape == (4 * (cell + pad) + pad, 2 * (2 * (cell + pad) + pad), 3)
+    top, left = render.LABEL_TOP, render.LABEL_LEFT
+    # 4 widths x 2 resolutions per z, 2 z side by side, below a band of resolution labels and
+    # right of a band of width labels: text (dark pixels) in both bands.
+    assert grid.shape == (top + 4 * (cell + pad) + pad, left + 2 * (2 * (cell + pad) + pad), 3)
+    assert grid[:top, left:].min() < 100 and grid[top:, :left].min() < 100
 
 
 def test_periodic_evaluation_and_best_fid_export(stages):

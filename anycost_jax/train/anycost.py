@@ -23,6 +23,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from anycost_jax import convert, elastic, sharding
+from anycost_jax import render as render_lib
 from anycost_jax import workdir as workdir_lib
 from anycost_jax.data import pipeline
 from anycost_jax.elastic import sorting
@@ -216,7 +217,8 @@ class Sampler:
         return rgbs[::-1][:self.n_res]
 
     def grid(self, variables, cell: Optional[int] = None, pad: int = 2) -> np.ndarray:
-        """uint8 HWC: a block per z side by side; rows = widths (1x first), columns = resolutions.
+        """uint8 HWC: a block per z side by side; rows = widths (1x first), columns = resolutions,
+        labelled in a band on top (resolution) and at the left (width).
 
         Cells are ``cell`` pixels (default the resolution, kept between 64 and 256 so that small
         outputs stay visible and large ones fit a TensorBoard page).
@@ -225,14 +227,19 @@ class Sampler:
         mean = generator_lib.mean_w(self.gen, variables, 4096, use_stored=False)  # once per grid, not per row
         per_row = [[to_uint8(x) for x in self._render(variables, mean, self.z, w)] for w in self.rows]
         n, nr, nc = self.z.shape[0], len(self.rows), self.n_res
+        top, left = render_lib.LABEL_TOP, render_lib.LABEL_LEFT
         h, w = nr * (cell + pad) + pad, nc * (cell + pad) + pad
-        out = np.full((h, n * w, 3), 255, np.uint8)
+        out = np.full((top + h, left + n * w, 3), 255, np.uint8)
         for i, row in enumerate(per_row):
             for j, imgs in enumerate(row):
                 for k in range(n):
-                    y, x = pad + i * (cell + pad), k * w + pad + j * (cell + pad)
+                    y, x = top + pad + i * (cell + pad), left + k * w + pad + j * (cell + pad)
                     out[y:y + cell, x:x + cell] = resize(imgs[k], cell)
-        return out
+        resolutions = self.gen.output_resolutions[::-1][:nc]
+        columns = [(f'{r} px', left + k * w + pad + j * (cell + pad) + cell // 2)
+                   for k in range(n) for j, r in enumerate(resolutions)]
+        rows = [(label, top + pad + i * (cell + pad) + cell // 2) for i, label in enumerate(self.labels)]
+        return render_lib.label_bands(out, top, left, columns, rows)
 
 
 def ema_variables(state) -> dict:
