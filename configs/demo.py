@@ -18,10 +18,11 @@ The generator cannot be trained at 4 px: the multi-resolution discriminator need
 block before its 4x4 head (``n_res <= log2(16) - 2``), so 4 px is not an output the demo offers.
 
 Hardware and time: under 10 minutes on a 2-core CPU, compilation and dataset generation
-included. Expected result: ``WORKDIR/anycost/samples/00001500.png`` shows, for eight fixed z,
-rows of widths 1, 0.75, 0.5, 0.25x and columns of resolutions 16 and 8: flat-colored discs,
-ellipses and rings in the dataset's colors, the same picture in every row and column (the 0.25x
-row differs in details), edges still soft. For a longer run use a new workdir and
+included (README.md says what was measured, under what load). Expected result:
+``WORKDIR/anycost/samples/00001200.png`` shows, for eight fixed z, rows of widths 1, 0.75, 0.5,
+0.25x and columns of resolutions 16 and 8: flat-colored discs and ellipses in the dataset's
+colors, edges still soft; the 0.75 and 0.5x rows the same shapes with other details, the 0.25x
+row blurrier with drifting colors. For a longer run use a new workdir and
 ``--config.stage.multires.num_steps=20000 --config.stage.anycost.num_steps=5000``.
 
     python launch/train.py --config=configs/demo.py --workdir=runs/demo
