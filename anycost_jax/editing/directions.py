@@ -66,11 +66,13 @@ MEAN_STYLE_SAMPLES = 100000  # the extraction script's truncation centre
 
 class Directions(dict):
     """``{name: unit direction}`` with the distance a slider at its end moves w along each one
-    (``max_strength``; None: not known, e.g. the original's boundary file)."""
+    (``max_strength``; None: not known, e.g. the original's boundary file) and the direction the
+    others were :func:`conditioned` on (``conditioned_on``; None: none, or not known)."""
 
-    def __init__(self, directions=(), max_strength: Optional[float] = None):
+    def __init__(self, directions=(), max_strength: Optional[float] = None, conditioned_on: Optional[str] = None):
         super().__init__(directions)
         self.max_strength = max_strength
+        self.conditioned_on = conditioned_on
 
 
 def spread_range(latents, directions: Mapping[str, np.ndarray], sigmas: float = SLIDER_SIGMAS) -> float:
@@ -139,7 +141,7 @@ def conditioned(directions: Mapping[str, np.ndarray], on: str) -> Directions:
     to first order; ``on`` and the slider range are kept."""
     base = np.asarray(resolve_direction(directions, on), np.float32).reshape(-1)
     base = base / np.linalg.norm(base)
-    out = Directions(max_strength=getattr(directions, 'max_strength', None))
+    out = Directions(max_strength=getattr(directions, 'max_strength', None), conditioned_on=on)
     for name, d in directions.items():
         d = np.asarray(d, np.float32).reshape(-1)
         if name != on:
@@ -413,3 +415,13 @@ color_attributes.attribute_names = COLOR_ATTRIBUTES
 # yellow direction brightened backgrounds by +0.14 at the slider's end): the color directions
 # are used conditioned on it (:func:`conditioned`; there +0.14 became -0.02).
 COLOR_CONDITION = 'background brightness'
+
+
+def compute_color_directions(gen: Generator, variables, **kwargs):
+    """The procedural demo model's directions: :func:`compute_directions` with
+    :func:`color_attributes` (``kwargs`` are its own, ``return_accuracy`` included), the colors
+    then :func:`conditioned` on :data:`COLOR_CONDITION`."""
+    out = compute_directions(gen, variables, color_attributes, **kwargs)
+    if kwargs.get('return_accuracy'):
+        return conditioned(out[0], COLOR_CONDITION), out[1]
+    return conditioned(out, COLOR_CONDITION)

@@ -19,9 +19,8 @@ from anycost_jax.models.generator import Generator
 
 __all__ = ['CLASSIFIERS', 'EditError', 'parse_edits', 'initial_latent', 'get_directions', 'edit_latent', 'edit']
 
-CLASSIFIERS = {'colors': dirs.color_attributes}
-# The direction the others are conditioned on (directions.conditioned), per classifier.
-CONDITION_ON = {'colors': dirs.COLOR_CONDITION}
+# --classifier: how its directions are computed (the colors ones conditioned on the background's brightness).
+CLASSIFIERS = {'colors': dirs.compute_color_directions}
 
 
 class EditError(ValueError):
@@ -76,14 +75,12 @@ def get_directions(gen: Generator, variables: dict, boundaries: Optional[str] = 
         raise EditError('pass exactly one of --boundaries=FILE_OR_URL and --compute_directions')
     if boundaries:
         return dirs.load_boundaries(boundaries)
-    found, accuracy = dirs.compute_directions(gen, variables, CLASSIFIERS[classifier], n_samples=n_samples,
-                                              batch_size=batch_size, top_fraction=top_fraction,
-                                              return_accuracy=True)
+    found, accuracy = CLASSIFIERS[classifier](gen, variables, n_samples=n_samples, batch_size=batch_size,
+                                              top_fraction=top_fraction, return_accuracy=True)
     for name, acc in accuracy.items():
         log(f'direction {name!r}: held-out SVM accuracy {acc:.3f}')
-    if classifier in CONDITION_ON:
-        found = dirs.conditioned(found, CONDITION_ON[classifier])
-        log(f'the other directions are conditioned on {CONDITION_ON[classifier]!r} (its component removed)')
+    if found.conditioned_on:
+        log(f'the other directions are conditioned on {found.conditioned_on!r} (its component removed)')
     log(f'slider range: +-{found.max_strength:g} ({dirs.SLIDER_SIGMAS:g} std of the sampled w along the directions)')
     if save:
         dirs.save_directions(save, found)

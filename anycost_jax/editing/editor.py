@@ -163,15 +163,15 @@ def color_directions(gen: Generator, variables: dict, cache: Optional[str] = Non
 
     The default cache lives in the download cache, named by the parameters' hash, so another
     generator never picks up these directions (v2: the color attributes measure shapes and
-    background apart, and the colors are conditioned on the background brightness). 10000 samples (not the original's 500000 for faces) take seconds for the
-    demo model: its colors are easy to separate.
+    background apart, and the colors are conditioned on the background brightness). 10000
+    samples (not the original's 500000 for faces) take seconds for the demo model: its colors
+    are easy to separate.
     """
     cache = cache or os.path.join(download.cache_dir(), f'directions-colors-v2-{params_digest(variables)}.npz')
     if os.path.exists(cache):
         return directions_lib.load_boundaries(cache)
-    found = directions_lib.compute_directions(gen, variables, directions_lib.color_attributes,
-                                              n_samples=n_samples, batch_size=batch_size, **kwargs)
-    found = directions_lib.conditioned(found, directions_lib.COLOR_CONDITION)
+    found = directions_lib.compute_color_directions(gen, variables, n_samples=n_samples, batch_size=batch_size,
+                                                    **kwargs)
     os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
     directions_lib.save_directions(cache, found)
     print(f'cached the color directions in {cache}')
@@ -536,8 +536,6 @@ def load_editor(generator: str, *, latents: Optional[str] = None, seeds: Sequenc
             directions = directions_lib.select(directions, names)
         except KeyError as e:
             raise EditorError(f'--attributes: {e.args[0]}') from None
-    # The range belongs to the directions (the same from a computed set and from its saved .npz).
-    max_strength = max_strength or directions.max_strength or MAX_STRENGTH
     found = folder_latents(latents, gen) if latents else seed_latents(gen, variables, seeds, truncation)
     project_kwargs = dict(steps=project_steps, optimizer=project_optimizer, random_subgenerators=project_sub_g)
     if encoder:
