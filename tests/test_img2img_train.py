@@ -297,8 +297,9 @@ def test_real_data_configs_train_from_a_folder(tmp_path, config_arg, kind):
 @pytest.mark.parametrize('method,direction', [('pix2pix', 'AtoB'), ('cycle_gan', 'BtoA'), ('gaugan', 'AtoB')])
 def test_fid_walks_the_held_out_split(tmp_path, method, direction):
     """FID (with a small stand-in feature network) equals the Frechet distance of the features of
-    the generator's outputs on every held-out input and of the real targets, computed here by
-    hand; the real statistics are written once and read back."""
+    the generator's outputs on every held-out input and of the real targets (CycleGAN: and of the
+    target domain's training images), both truncated to uint8 as the upstream's protocol, computed
+    here by hand; the real statistics are written once and read back."""
     from anycost_jax.eval import fid as fid_lib
     from anycost_jax.train import img2img
     from tests.test_fid import tiny_extractor
@@ -314,8 +315,15 @@ def test_fid_walks_the_held_out_split(tmp_path, method, direction):
     test = img2img.test_batch(_tiny_config(method, test_examples=8, n_samples=8))  # all 8 held-out examples
     x = img2img.generator_input(c, test) if method != 'cycle_gan' else test[side]
     real = test['image'] if method == 'gaugan' else test[{'A': 'B', 'B': 'A'}[side]]
-    fake = fid_lib.FIDStats.from_features(extractor(np.clip(np.asarray(gen.apply(g_vars, x)), -1, 1)))
-    want = fake.fid(fid_lib.FIDStats.from_features(extractor(real)))
+    def upstream(images):  # util.tensor2im (truncation), / 255, then pytorch-fid's 2x - 1
+        x = np.asarray(images, np.float32)
+        return np.clip((x + 1) / 2 * 255, 0, 255).astype(np.uint8).astype(np.float32) / 255 * 2 - 1
+    fake = fid_lib.FIDStats.from_features(extractor(upstream(gen.apply(g_vars, x))))
+    if method == 'cycle_gan':  # real statistics: the target domain's test and training images
+        with img2img.make_stream(c, 'train', 0, 24, train=False) as s:
+            train_real = s.batch_at(0)[{'A': 'B', 'B': 'A'}[side]]  # train=False: A and B paired by position
+        real = np.concatenate([real, train_real])
+    want = fake.fid(fid_lib.FIDStats.from_features(extractor(upstream(real))))
     np.testing.assert_allclose(value, want, rtol=1e-6)
     assert os.path.isfile(stats)
     again = img2img.fid(c, gen, g_vars, extractor, direction=direction, batch_size=4, stats_path=stats)

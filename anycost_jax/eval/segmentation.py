@@ -31,16 +31,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from anycost_jax.eval.img2img import to_uint8  # the upstream's tensor2im, shared with FID
+
 MEAN = (0.29010095242892997, 0.32808144844279574, 0.28696394422942517)
 STD = (0.1829540508368939, 0.18656561047509476, 0.18447508988480435)
 LABEL_SIZE = (1024, 2048)  # (height, width) of Cityscapes' gtFine maps, what the original resizes to
 N_CLASSES = 19
-
-
-def to_uint8(images):
-    """``util.tensor2im`` of images in [-1, 1]: ``(x + 1) / 2 * 255`` in float32, clipped, truncated."""
-    x = jnp.asarray(images, jnp.float32)
-    return jnp.clip((x + 1) / 2 * 255, 0, 255).astype(jnp.uint8)
 
 
 def normalize(images_uint8):

@@ -109,6 +109,10 @@ def base_config(method: str = 'pix2pix') -> ml_collections.ConfigDict:
     c.inception = ''        # pytorch-fid's Inception weights, a file or URL ('': download once, cached)
     c.fid_stats = ''        # real statistics; '{direction}' is filled in ('': WORKDIR/fid_stats/..., made once)
     c.eval_batch_size = 8
+    # the real statistics' images: the held-out split's targets, and for CycleGAN (the upstream's protocol,
+    # its README's "FID" section) the target domain's training images too; False: the held-out ones only
+    c.fid_real_with_train = method == 'cycle_gan'
+    c.drn = ''              # Cityscapes mIoU: drn-d-105_ms_cityscapes.pth (anycost_jax.convert.drn)
     if method == 'cycle_gan':
         c.gan_mode, c.ndf, c.n_epochs, c.n_epochs_decay = 'lsgan', 64, 100, 100
     elif method == 'gaugan':  # Cityscapes by default; a procedural config sets n_classes to N_CLASSES
@@ -348,16 +352,35 @@ def fid(config, gen, variables: dict, extractor, *, split=None, direction: str =
     split = split or config.test_split
     batch = batch_size - batch_size % jax.process_count() or jax.process_count()
     inputs, key_in, targets, key_real = fid_streams(config, split, direction, batch)
+    extra = []
+    if _real_with_train(config) and split != config.train_split:
+        extra.append(real_domain_stream(config, config.train_split, direction, batch))
     apply = _apply(gen)
     try:
         return eval_lib.fid(lambda x: apply(variables, x), inputs,
                             (lambda b: generator_input(config, b)) if key_in is None else (lambda b: b[key_in]),
                             targets, key_real, extractor, batch=batch, real=real, stats_path=stats_path,
-                            label=f'{config.dataset}:{split}:{direction}')
+                            label=f'{config.dataset}:{split}:{direction}', extra_reals=extra)
     finally:
-        inputs.close()
-        if targets is not inputs:
-            targets.close()
+        for stream in [inputs] + ([targets] if targets is not inputs else []) + [s for s, _ in extra]:
+            stream.close()
+
+
+def _real_with_train(config) -> bool:
+    return bool(config.get('fid_real_with_train', False)) and config.method == 'cycle_gan'
+
+
+def real_domain_stream(config, split: str, direction: str, batch: int):
+    """``(stream, key)``: an in-order walk of CycleGAN's target-domain images of ``split`` (B for A -> B)."""
+    source = source_of(config, split)
+    if isinstance(source, pipe.UnpairedSource):
+        source, key = _OneDomain(source.b if direction == 'AtoB' else source.a), 'A'
+    else:  # a paired A / B source (procedural recolor's test split)
+        key = 'B' if direction == 'AtoB' else 'A'
+    stream = pipe.PairedStream(source, global_batch=batch, seed=config.seed, start_step=0,
+                               preprocess=preprocess_of(config, train=False), name=f'{config.dataset} ({split})',
+                               process_index=None, process_count=None, prefetch=1)
+    return stream, key
 
 
 # ---------------------------------------------------------------------------- the stage
@@ -447,8 +470,9 @@ def evaluate(config, state, step: int, writer, workdir: str) -> dict:
     for direction in ('AtoB', 'BtoA') if config.method == 'cycle_gan' else ('AtoB',):
         variables = g_variables(state, {'AtoB': 'A', 'BtoA': 'B'}[direction] if config.method == 'cycle_gan' else None)
         res = config.resolution
+        reals = config.test_split + (f'+{config.train_split}' if _real_with_train(config) else '')
         stats = (config.fid_stats or os.path.join(
-            workdir, 'fid_stats', f"{config.dataset.replace('/', '_')}_{config.test_split}_{direction}_{res}.npz"))
+            workdir, 'fid_stats', f"{config.dataset.replace('/', '_')}_{reals}_{direction}_{res}.npz"))
         results[f'fid/{direction}'] = fid(config, gen, variables, extractor, direction=direction,
                                           batch_size=config.eval_batch_size,
                                           stats_path=stats.replace('{direction}', direction))
