@@ -324,6 +324,59 @@ def cityscapes_train_ids(label_ids: np.ndarray) -> np.ndarray:
     return CITYSCAPES_TRAIN_IDS[label_ids.astype(np.int64)]
 
 
+def read_train_ids(path: str) -> np.ndarray:
+    """The gtFine train ids [H, W] uint8 of one frame, from ``path``: a ``*_gtFine_trainIds.png`` (what
+    gan-compression's ``datasets/get_trainIds.py`` writes and its mIoU table names) or a
+    ``*_gtFine_labelIds.png`` (what the Cityscapes release ships), mapped by :func:`cityscapes_train_ids`,
+    the same table. A ``_trainIds.png`` path that does not exist is read from the ``_labelIds.png``
+    beside it, so get_trainIds.py need not have run."""
+    path = os.path.expanduser(os.fspath(path))
+    if path.endswith('_trainIds.png') and not os.path.isfile(path):
+        label_ids = path[:-len('_trainIds.png')] + '_labelIds.png'
+        if not os.path.isfile(label_ids):
+            raise FileNotFoundError(f'Cityscapes ground truth: neither {path} nor {label_ids} exists; unzip '
+                                    'gtFine_trainvaltest.zip into the Cityscapes folder (config.cityscapes_dir)')
+        with Image.open(label_ids) as im:
+            return cityscapes_train_ids(_one_channel(im, label_ids))
+    with Image.open(path) as im:
+        ids = _one_channel(im, path)
+    return ids if path.endswith('_trainIds.png') else cityscapes_train_ids(ids)
+
+
+class CityscapesTable:
+    """gan-compression's mIoU table (``datasets/val_table.txt``, written by its
+    ``prepare_cityscapes_dataset.py``): one line ``<index> <gtFine ..._trainIds.png> <leftImg8bit ...png>``
+    per image of its pix2pix Cityscapes split (``<index>.jpg``), paths relative to ``root``, the original
+    Cityscapes folder. ``train_ids(names)`` finds each name as the original's ``SegList`` does: the
+    first line whose index is the name (without extension) or whose photo path, less ``.png``, ends with it."""
+
+    def __init__(self, table_path: str, root: str):
+        table_path, self.root = os.path.expanduser(os.fspath(table_path)), os.path.expanduser(os.fspath(root))
+        if not os.path.isfile(table_path):
+            raise FileNotFoundError(f'no Cityscapes mIoU table at {table_path}: gan-compression\'s '
+                                    'datasets/prepare_cityscapes_dataset.py writes it (--val_table_path) beside the '
+                                    'pix2pix split it makes; pass it as config.cityscapes_table')
+        if not os.path.isdir(self.root):
+            raise FileNotFoundError(f'Cityscapes folder {self.root} (holding gtFine/) does not exist; pass the '
+                                    'original Cityscapes folder as config.cityscapes_dir')
+        with open(table_path) as f:
+            self.rows = [line.split() for line in f if line.strip()]
+        bad = [r for r in self.rows if len(r) != 3]
+        if bad:
+            raise ValueError(f'{table_path}: expected lines "<index> <gtFine path> <leftImg8bit path>", got {bad[0]}')
+
+    def path_of(self, name: str) -> str:
+        stem = os.path.splitext(os.path.basename(name))[0]
+        for index, label, photo in self.rows:
+            if index == stem or photo[:-len('.png')].endswith(stem):
+                return os.path.join(self.root, label)
+        raise KeyError(f'{name!r} is not in the Cityscapes mIoU table ({len(self.rows)} rows); was the split '
+                       'prepared by the same prepare_cityscapes_dataset.py run as the table?')
+
+    def train_ids(self, names) -> list:
+        return [read_train_ids(self.path_of(n)) for n in names]
+
+
 def frame_key(filename: str) -> str:
     """'<city>_<seq>_<frame>': the first three '_' fields, which the original matches files by."""
     return '_'.join(os.path.basename(filename).split('_')[:3])

@@ -243,6 +243,14 @@ class Img2ImgDataSource:
         exs = list(pool.map(self._one, indices) if pool is not None else map(self._one, indices))
         return {k: [e[k] for e in exs] for k in self.key_map}
 
+    def names(self, indices) -> list:
+        """The examples' 'name' feature (their file name in the prepared folder)."""
+        out = []
+        for i in indices:
+            name = self.ds[int(i)]['name']
+            out.append(name.decode() if isinstance(name, bytes) else str(name))
+        return out
+
 
 class UnpairedSource:
     """Two domains for an unpaired stream: sources `a` and `b`, each with an 'image' key.
@@ -443,6 +451,13 @@ class PairedStream(_Img2ImgStream):
         return (np.asarray(transform(a, self.preprocess, params)),
                 np.asarray(transform(b, self.preprocess, params)))
 
+    def names_at(self, step: int) -> list:
+        """The file names of this host's examples of batch ``step`` (a prepared builder's source)."""
+        if not hasattr(self.source, 'names'):
+            raise ValueError(f'{type(self.source).__name__} holds no example names; names come from a prepared '
+                             'paired_images builder')
+        return self.source.names(self.order(step)[1])
+
     def batch_at(self, step: int) -> dict:
         pos, idx = self.order(step)
         ex = self.source.get(idx, self._pool)
@@ -509,6 +524,15 @@ class CityscapesStream(_Img2ImgStream):
             inst = Image.fromarray(np.asarray(instance, np.int32))
             out['instance'] = np.asarray(transform(inst, self.preprocess, params, Image.NEAREST))
         return out
+
+    def train_ids_at(self, step: int) -> np.ndarray:
+        """The mIoU ground truth of this host's examples of batch ``step``: their label ids at the native
+        size (no crop, no resize: 1024 x 2048 for Cityscapes) mapped to train ids (0..18, 255 ignored)."""
+        labels = [img2img_builders.cityscapes_train_ids(x) for x in self.source.get(self.order(step)[1])['label']]
+        if len({x.shape for x in labels}) > 1:
+            raise ValueError(f'the label maps of batch {step} differ in size ({sorted({x.shape for x in labels})}); '
+                             'mIoU compares a batch at one size: evaluate with a batch of 1')
+        return np.stack(labels)
 
     def batch_at(self, step: int) -> dict:
         pos, idx = self.order(step)

@@ -112,7 +112,9 @@ def base_config(method: str = 'pix2pix') -> ml_collections.ConfigDict:
     # the real statistics' images: the held-out split's targets, and for CycleGAN (the upstream's protocol,
     # its README's "FID" section) the target domain's training images too; False: the held-out ones only
     c.fid_real_with_train = method == 'cycle_gan'
-    c.drn = ''              # Cityscapes mIoU: drn-d-105_ms_cityscapes.pth (anycost_jax.convert.drn)
+    # Cityscapes mIoU (anycost_jax.eval.segmentation): the DRN weights, drn-d-105_ms_cityscapes.pth; pix2pix's
+    # split also needs gan-compression's table of its images' gtFine maps and the original Cityscapes folder
+    c.drn, c.cityscapes_table, c.cityscapes_dir = '', '', ''
     if method == 'cycle_gan':
         c.gan_mode, c.ndf, c.n_epochs, c.n_epochs_decay = 'lsgan', 64, 100, 100
     elif method == 'gaugan':  # Cityscapes by default; a procedural config sets n_classes to N_CLASSES
@@ -364,6 +366,53 @@ def fid(config, gen, variables: dict, extractor, *, split=None, direction: str =
     finally:
         for stream in [inputs] + ([targets] if targets is not inputs else []) + [s for s, _ in extra]:
             stream.close()
+
+
+def miou_labels(config, stream):
+    """``step -> train-id maps`` of ``stream``'s batch ``step`` (the mIoU ground truth at its native size):
+    GauGAN on cityscapes_fine reads its label maps; pix2pix on the pix2pix Cityscapes split looks its
+    images up in gan-compression's table (config.cityscapes_table, config.cityscapes_dir)."""
+    from anycost_jax.data import img2img_builders
+    if isinstance(stream, pipe.CityscapesStream) and config.dataset == 'cityscapes_fine':
+        return stream.train_ids_at
+    if isinstance(stream, pipe.PairedStream) and config.get('cityscapes_table'):
+        table = img2img_builders.CityscapesTable(config.cityscapes_table, config.cityscapes_dir or '.')
+        return lambda step: np.stack(table.train_ids(stream.names_at(step)))
+    raise ValueError(f'mIoU compares generated street scenes with Cityscapes\' gtFine train ids: it needs GauGAN on '
+                     f"'cityscapes_fine', or pix2pix (direction BtoA) on the Cityscapes split of gan-compression's "
+                     f'prepare_cityscapes_dataset.py with config.cityscapes_table=<its val_table.txt> and '
+                     f'config.cityscapes_dir=<the Cityscapes folder>; got {config.method} on {config.dataset!r}')
+
+
+def miou(config, gen, variables: dict, segmenter, *, split=None, batch_size: int = 1) -> dict:
+    """Cityscapes mIoU of ``gen`` on ``split`` (default ``test_split``): its outputs on every example of the
+    split (floor(n / batch_size) batches) against their gtFine train ids, through ``segmenter``
+    (:class:`anycost_jax.eval.segmentation.Segmenter`). Returns :func:`anycost_jax.eval.segmentation.miou`'s
+    dict (``miou`` in percent). Every process scores its share; the histograms are summed over processes."""
+    from anycost_jax.eval import segmentation
+    split = split or config.test_split
+    batch = batch_size - batch_size % jax.process_count() or jax.process_count()
+    inputs, key_in, _, _ = fid_streams(config, split, 'AtoB', batch)
+    try:
+        labels_of = miou_labels(config, inputs)
+        apply = _apply(gen)
+        hist, n = np.zeros((segmenter.n_classes,) * 2, np.int64), 0
+        for step in range(len(inputs.source) // batch):
+            b = inputs.batch_at(step)
+            x = generator_input(config, b) if key_in is None else b[key_in]
+            hist += segmenter.histogram(np.asarray(apply(variables, x)), labels_of(step))
+            n += len(x)
+    finally:
+        inputs.close()
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        hist = np.asarray(multihost_utils.process_allgather(hist)).sum(0)
+        n *= jax.process_count()
+    if not n:
+        raise ValueError(f'mIoU: split {split!r} has fewer examples than one batch ({batch})')
+    value, iou = segmentation.miou_of_hist(hist)
+    log.info('mIoU %s:%s (%d images): %.2f', config.dataset, split, n, value)
+    return {'miou': value, 'iou': iou, 'n_images': n}
 
 
 def _real_with_train(config) -> bool:

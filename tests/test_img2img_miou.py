@@ -1,0 +1,90 @@
+"""The mIoU's ground truth from the data pipeline (gtFine train ids at the native size, for GauGAN's
+cityscapes_fine and, through gan-compression's table, pix2pix's Cityscapes split) and
+``train.img2img.miou`` end to end on a prepared miniature Cityscapes, against
+``eval.segmentation`` applied by hand."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from anycost_jax.data import img2img_builders as ib
+from anycost_jax.data import img2img_pipeline as ip
+from anycost_jax.eval import segmentation as seg
+from tests.test_drn import synthetic_drn
+from tests.test_img2img_data import cityscapes  # noqa: F401 -- the prepared miniature Cityscapes
+
+
+def test_cityscapes_stream_gives_native_train_ids(cityscapes):  # noqa: F811
+    b, frames, _ = cityscapes
+    source = ip.load_img2img_source(b, 'train')
+    opt = ip.Preprocess('scale_width', load_size=32, crop_size=32)
+    with ip.CityscapesStream(source, global_batch=2, seed=0, preprocess=opt, process_index=0,
+                             process_count=1) as it:
+        ids = it.train_ids_at(0)
+        names = [source.ds[int(i)]['name'].decode() for i in it.order(0)[1]]
+    assert ids.shape == (2, 8, 16)  # the frames' own size: no scaling, no crop, no flip
+    for j, name in enumerate(names):
+        np.testing.assert_array_equal(ids[j], ib.cityscapes_train_ids(frames['train'][name]['label']))
+
+
+def test_cityscapes_table_reads_train_ids(tmp_path):
+    root = tmp_path / 'cityscapes'
+    (root / 'gtFine/val/lindau').mkdir(parents=True)
+    label_ids = np.array([[7, 8, 0], [26, 33, 9]], np.uint8)
+    Image.fromarray(label_ids).save(root / 'gtFine/val/lindau/lindau_000000_000019_gtFine_labelIds.png')
+    Image.fromarray(np.full((2, 3), 4, np.uint8)).save(root / 'gtFine/val/lindau/lindau_000001_000019_gtFine_trainIds.png')
+    table = tmp_path / 'val_table.txt'
+    table.write_text('0 gtFine/val/lindau/lindau_000000_000019_gtFine_trainIds.png '
+                     'leftImg8bit/val/lindau/lindau_000000_000019_leftImg8bit.png\n'
+                     '1 gtFine/val/lindau/lindau_000001_000019_gtFine_trainIds.png '
+                     'leftImg8bit/val/lindau/lindau_000001_000019_leftImg8bit.png\n')
+    t = ib.CityscapesTable(str(table), str(root))
+    # by index ('0.jpg', the pix2pix split's name) or by the photo's name; labelIds mapped when no trainIds
+    a, b2 = t.train_ids(['0.jpg', 'lindau_000001_000019_leftImg8bit'])
+    np.testing.assert_array_equal(a, [[0, 1, 255], [13, 18, 255]])
+    np.testing.assert_array_equal(b2, np.full((2, 3), 4))
+    with pytest.raises(KeyError, match='not in the Cityscapes mIoU table'):
+        t.train_ids(['7.jpg'])
+    with pytest.raises(FileNotFoundError, match='config.cityscapes_table'):
+        ib.CityscapesTable(str(tmp_path / 'none.txt'), str(root))
+    with pytest.raises(FileNotFoundError, match='config.cityscapes_dir'):
+        ib.CityscapesTable(str(table), str(tmp_path / 'nowhere'))
+    (table).write_text('0 gtFine/val/x/x_000009_000019_gtFine_trainIds.png p.png\n')
+    with pytest.raises(FileNotFoundError, match='gtFine_trainvaltest'):
+        ib.CityscapesTable(str(table), str(root)).train_ids(['0'])
+
+
+class _TinyGen(nn.Module):
+    """A stand-in generator: semantic input -> an image in [-1, 1]."""
+
+    @nn.compact
+    def __call__(self, x):
+        return jnp.tanh(nn.Conv(3, (3, 3))(x) * 3)
+
+
+def test_miou_of_a_gaugan_on_cityscapes_fine(cityscapes, tmp_path):  # noqa: F811
+    from anycost_jax.train import img2img
+    b, frames, _ = cityscapes
+    c = img2img.base_config('gaugan')
+    c.dataset, c.data_dir, c.test_split = 'cityscapes_fine', str(b.data_dir_root), 'train'
+    c.preprocess, c.load_size, c.resolution = 'scale_width', 32, 32
+    gen = _TinyGen()
+    variables = gen.init(jax.random.key(0), jnp.zeros((1, 16, 32, c.n_classes + 1)))
+    model, dvars = synthetic_drn(tmp_path)
+    segmenter = seg.Segmenter(model, dvars)
+    got = img2img.miou(c, gen, variables, segmenter, batch_size=1)
+    assert got['n_images'] == 2
+    # by hand: the generator on the evaluation stream's batches, against the frames' own train ids
+    inputs, _, _, _ = img2img.fid_streams(c, 'train', 'AtoB', 1)
+    with inputs:
+        batches = [(img2img.generator_input(c, inputs.batch_at(s)), inputs.train_ids_at(s)) for s in range(2)]
+    want = seg.miou(lambda x: gen.apply(variables, x), batches, segmenter)
+    assert got['miou'] == pytest.approx(want['miou'], rel=1e-12)
+    assert all(lab.shape == (1, 8, 16) for _, lab in batches)
+    # a dataset without Cityscapes ground truth says what mIoU needs
+    p = img2img.base_config('pix2pix')
+    p.test_examples = 2
+    with pytest.raises(ValueError, match='config.cityscapes_table'):
+        img2img.miou(p, gen, variables, segmenter)
