@@ -12,11 +12,22 @@ Real statistics (--stats, one file per resolution) missing on disk are computed 
 and saved there. Prints a table per
 (width, resolution), writes it as JSON (--output), and with --workdir writes TensorBoard scalars
 ``eval/{metric}/{config}`` at --step.
+
+Image-to-image generators (GAN Compression's metrics and protocols): --img2img_config names the
+training config whose held-out split (its data_dir / manual_dir, preprocessing) is scored, and
+--checkpoint is a gan-compression generator .pth (with --netG) or one of our model directories.
+Metrics: fid (outputs truncated to uint8, pytorch-fid's Inception; CycleGAN against the target
+domain's train + test images) and miou (Cityscapes: DRN-D-105, --drn=drn-d-105_ms_cityscapes.pth
+from http://go.yf.io/drn-cityscapes-models):
+
+  python launch/evaluate.py --img2img_config=configs/cityscapes.py:gaugan --checkpoint=runs/gaugan/export/generator \
+      --img2img_config.data_dir=~/tensorflow_datasets --metrics=miou,fid --drn=drn-d-105_ms_cityscapes.pth
 """
 import json
 import os
 
 from absl import app, flags
+from ml_collections import config_flags
 
 from anycost_jax import cli, convert, elastic
 from anycost_jax.eval import evaluate as ev
@@ -44,13 +55,47 @@ flags.DEFINE_integer('seed', 0, 'Seeds z (shared by every config) and the real-i
 flags.DEFINE_string('output', None, 'JSON file of the results.')
 flags.DEFINE_string('workdir', None, 'Writes TensorBoard scalars here.')
 flags.DEFINE_integer('step', 0, 'With --workdir: the step the scalars are written at.')
+config_flags.DEFINE_config_file('img2img_config', None, 'An image-to-image training config (path.py:arg): '
+                                'evaluates --checkpoint as its generator on its held-out split (metrics fid, miou).',
+                                lock_config=False)
+flags.DEFINE_string('netG', None, "Image-to-image .pth: gan-compression's --netG (our model directories need none).")
+flags.DEFINE_string('drn', None, 'miou: the DRN-D-105 Cityscapes weights, drn-d-105_ms_cityscapes.pth '
+                    '(http://go.yf.io/drn-cityscapes-models).')
+flags.DEFINE_string('split', None, 'Image-to-image: the split evaluated (default: the config\'s test_split).')
 FLAGS = flags.FLAGS
+
+
+def main_img2img(config):
+    from anycost_jax.convert import img2img as img2img_convert
+    from anycost_jax.train import img2img
+    metrics = FLAGS.metrics if FLAGS['metrics'].present else ['fid']
+    config.drn = FLAGS.drn or config.get('drn', '')
+    config.inception = FLAGS.inception or config.inception
+    hparams = {}
+    if FLAGS.netG in img2img_convert.SPADE_NETGS:  # what a SPADE .pth does not fix: the config's
+        hparams = dict(crop_size=config.resolution, num_upsampling_layers=config.num_upsampling_layers,
+                       aspect_ratio=config.aspect_ratio)
+    gen, variables = convert.load_img2img_generator(FLAGS.checkpoint, FLAGS.netG, **hparams)
+    results = img2img.evaluate_generator(config, gen, variables, metrics, split=FLAGS.split,
+                                         batch_size=FLAGS.batch_size or 1,
+                                         stats_path=FLAGS.stats.replace('{direction}', config.direction)
+                                         if FLAGS.stats else None)
+    print('  '.join(f'{k} {v:.4g}' for k, v in results.items() if k != 'iou'), flush=True)
+    return results
 
 
 def main(argv):
     del argv
     if not FLAGS.checkpoint:
         raise app.UsageError(f'--checkpoint is required ({cli.GENERATOR_SOURCES})')
+    if FLAGS.img2img_config is not None:
+        results = main_img2img(FLAGS.img2img_config)
+        if FLAGS.output:
+            os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+            with open(FLAGS.output, 'w') as f:
+                json.dump({'checkpoint': FLAGS.checkpoint, 'results': results}, f, indent=1)
+            print(f'wrote {FLAGS.output}')
+        return
     metrics = ev.check_metrics(FLAGS.metrics)
     try:
         ratios = [float(r) for r in FLAGS.ratios]

@@ -88,3 +88,54 @@ def test_miou_of_a_gaugan_on_cityscapes_fine(cityscapes, tmp_path):  # noqa: F81
     p.test_examples = 2
     with pytest.raises(ValueError, match='config.cityscapes_table'):
         img2img.miou(p, gen, variables, segmenter)
+
+
+@pytest.mark.slow
+def test_launch_evaluate_scores_an_img2img_generator(cityscapes, tmp_path):  # noqa: F811
+    """launch/evaluate.py --img2img_config ... --metrics=miou on a tiny GauGAN .pth and the miniature
+    cityscapes_fine; without --drn it stops first, saying where the weights come from."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from anycost_jax import convert
+    from anycost_jax.convert import drn as drn_convert
+    from anycost_jax.convert.torch_io import save_torch_file
+    from anycost_jax.train import img2img
+    from tests.test_drn import H
+    b, _, _ = cityscapes
+    overrides = dict(data_dir=str(b.data_dir_root), test_split='train', load_size=64, resolution=64, ngf=2,
+                     num_upsampling_layers='normal')
+    c = img2img.base_config('gaugan')
+    c.spectral_G = True
+    c.update(overrides)
+    gen, _ = img2img.build_models(c)
+    g_vars, _ = img2img.init_variables(c, jax.random.key(1))
+    convert.save_img2img_generator(str(tmp_path / 'G.pth'), gen, g_vars)
+    model = drn_convert.DRNSeg(channels=H.NARROW_CHANNELS)
+    save_torch_file(H.random_state_dict(drn_convert.state_dict_shapes(model)), str(tmp_path / 'drn.pth'))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [sys.executable, 'launch/evaluate.py', '--img2img_config=configs/cityscapes.py:gaugan',
+           f'--checkpoint={tmp_path / "G.pth"}', '--netG=spade', '--metrics=miou',
+           f'--output={tmp_path / "out.json"}'] + [f'--img2img_config.{k}={v}' for k, v in overrides.items()]
+    env = dict(os.environ, PYTHONPATH=root)
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode != 0 and 'go.yf.io' in proc.stderr and '--drn=PATH' in proc.stderr
+    assert not (tmp_path / 'out.json').exists()
+    proc = subprocess.run(cmd + [f'--drn={tmp_path / "drn.pth"}'], cwd=root, capture_output=True, text=True,
+                          timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.load(open(tmp_path / 'out.json'))['results']
+    assert 0 <= got['miou'] <= 100 and len(got['iou']) == 19 and 'miou' in proc.stdout
+
+
+def test_evaluate_generator_refuses_before_any_work():
+    from anycost_jax.train import img2img
+    c = img2img.base_config('pix2pix')
+    with pytest.raises(ValueError, match=r"expected some of \('fid', 'miou'\)"):
+        img2img.evaluate_generator(c, None, {}, ['psnr'])
+    with pytest.raises(FileNotFoundError, match=r'drn-d-105_ms_cityscapes\.pth.*--drn=PATH'):
+        img2img.evaluate_generator(c, None, {}, ['fid', 'miou'])
+    c.drn = '/nonexistent/drn.pth'
+    with pytest.raises(FileNotFoundError, match=r"'/nonexistent/drn.pth' do not exist.*go\.yf\.io"):
+        img2img.evaluate_generator(c, None, {}, ['miou'])

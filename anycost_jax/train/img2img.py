@@ -415,6 +415,49 @@ def miou(config, gen, variables: dict, segmenter, *, split=None, batch_size: int
     return {'miou': value, 'iou': iou, 'n_images': n}
 
 
+# launch/evaluate.py's metrics for an image-to-image generator (the Anycost registry, eval.evaluate.METRICS, walks
+# grids of sub-generators over latents; these walk a held-out split of a dataset)
+GENERATOR_METRICS = ('fid', 'miou')
+
+
+def evaluate_generator(config, gen, variables: dict, metrics, *, split=None, batch_size: int = 1,
+                       stats_path=None) -> dict:
+    """``{metric: value}`` of one generator on ``split`` (default ``config.test_split``) with the upstream's
+    protocols: ``fid`` (CycleGAN: both directions need both generators, so ``config.direction`` picks the one
+    given; real statistics from / to ``stats_path``, made once) and ``miou`` (``miou`` in percent, ``iou`` per
+    class). Weight files (``config.inception``, ``config.drn``) and the mIoU ground truth are checked before any
+    image is generated."""
+    metrics = list(dict.fromkeys(metrics))
+    unknown = [m for m in metrics if m not in GENERATOR_METRICS]
+    if unknown or not metrics:
+        raise ValueError(f'metrics {metrics}: expected some of {GENERATOR_METRICS}')
+    segmenter = extractor = None
+    if 'miou' in metrics:
+        from anycost_jax.convert import drn as drn_lib
+        from anycost_jax.eval import segmentation
+        drn_lib.drn_weights(config.get('drn') or None)  # a missing file fails here, not after the FID pass
+        inputs = fid_streams(config, split or config.test_split, 'AtoB', 1)[0]
+        try:
+            miou_labels(config, inputs)  # Cityscapes ground truth available?
+        finally:
+            inputs.close()
+        segmenter = segmentation.Segmenter(*drn_lib.load_drn(config.drn))
+    if 'fid' in metrics:
+        from anycost_jax.convert import inception as inception_lib
+        inception_lib.inception_weights(config.inception or None)
+        extractor = feature_extractor(config)
+    out = {}
+    for m in metrics:
+        if m == 'fid':
+            direction = config.direction if config.method == 'cycle_gan' else 'AtoB'  # else applied by the stream
+            out['fid'] = fid(config, gen, variables, extractor, split=split, direction=direction,
+                             batch_size=batch_size, stats_path=stats_path)
+        else:
+            r = miou(config, gen, variables, segmenter, split=split, batch_size=batch_size)
+            out['miou'], out['iou'] = r['miou'], [float(v) for v in r['iou']]
+    return out
+
+
 def _real_with_train(config) -> bool:
     return bool(config.get('fid_real_with_train', False)) and config.method == 'cycle_gan'
 
