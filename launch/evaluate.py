@@ -71,6 +71,9 @@ def main_img2img(config):
     metrics = FLAGS.metrics if FLAGS['metrics'].present else ['fid']
     config.drn = FLAGS.drn or config.get('drn', '')
     config.inception = FLAGS.inception or config.inception
+    if 'miou' in metrics:  # a missing DRN file stops the run before the generator or the data are read
+        from anycost_jax.convert import drn as drn_convert
+        drn_convert.drn_weights(config.drn or None)
     hparams = {}
     if FLAGS.netG in img2img_convert.SPADE_NETGS:  # what a SPADE .pth does not fix: the config's
         hparams = dict(crop_size=config.resolution, num_upsampling_layers=config.num_upsampling_layers,
