@@ -51,6 +51,13 @@ def _close(ours, ref, rtol=2e-4):
 
 
 def test_narrow_drn_d_105_matches_original(tmp_path):
+    # the fixture summed torch's state dict: our tensors and a step counter per BatchNorm
+    shapes = drn_convert.state_dict_shapes(DRNSeg(channels=H.NARROW_CHANNELS))
+    shapes.update({k[:-len('running_mean')] + 'num_batches_tracked': () for k in list(shapes)
+                   if k.endswith('running_mean')})
+    checksum = sum(float(np.sum(v, dtype=np.float64)) for v in H.random_state_dict(shapes).values())
+    assert checksum == pytest.approx(float(REF['checksum_weights']), rel=1e-12), \
+        'numpy draws different synthetic weights than when the fixture was made'
     model, variables = synthetic_drn(tmp_path, extra={'base.0.1.num_batches_tracked': np.array(3, np.int64)})
     assert tuple(model.layers) == (1, 1, 3, 4, 23, 3, 1, 1) and tuple(model.channels) == H.NARROW_CHANNELS
     apply = jax.jit(lambda v, x: model.apply(v, x, return_logits=True))

@@ -24,8 +24,9 @@ in inference mode (running statistics). Module names follow the ``DRNSeg`` state
 ``base_1_1``), so :mod:`anycost_jax.convert.drn` maps one onto the other with a table.
 
 Input: images NHWC, already normalized (the caller applies the Cityscapes mean / std, see
-:mod:`anycost_jax.eval.segmentation`). Output: ``[N, H', W', classes]`` log-probabilities at
-``8 * ceil-halvings`` of the input (the input size when it is a multiple of 8).
+:mod:`anycost_jax.eval.segmentation`). Output: ``[N, 8 ceil(H / 8), 8 ceil(W / 8), classes]``
+log-probabilities (three stride-2 stages, each rounding up, then ``up``'s x8): the input size
+when it is a multiple of 8, as every generator output the mIoU scores.
 """
 from __future__ import annotations
 
@@ -82,7 +83,8 @@ class Bottleneck(nn.Module):
 
 def drn_d_plan(layers: Sequence[int] = DRN_D_105_LAYERS, channels: Sequence[int] = DRN_CHANNELS) -> list:
     """The original's construction of a DRN-D with bottlenecks, unrolled: one entry per unit,
-    ``('conv', name, out, stride, dilation)`` or ``('block', name, planes, stride, dilation, downsample)``."""
+    ``('conv7' | 'conv', name, out, stride, dilation)`` (conv + BN + ReLU) or
+    ``('block', name, planes, stride, dilation, downsample)``."""
     if len(layers) != 8 or len(channels) != 8:
         raise ValueError(f'DRN-D takes 8 layer counts and 8 widths, got {tuple(layers)} and {tuple(channels)}')
     if min(layers[:6]) < 1 or min(layers[6:]) < 0:
