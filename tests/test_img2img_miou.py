@@ -83,6 +83,13 @@ def test_miou_of_a_gaugan_on_cityscapes_fine(cityscapes, tmp_path):  # noqa: F81
     want = seg.miou(lambda x: gen.apply(variables, x), batches, segmenter)
     assert got['miou'] == pytest.approx(want['miou'], rel=1e-12)
     assert all(lab.shape == (1, 8, 16) for _, lab in batches)
+    # the held batches a search fitness takes: the same ones, as many as asked for
+    held = list(img2img.miou_batches(c, 'train', 1, n_batches=1))
+    assert len(held) == 1
+    np.testing.assert_array_equal(held[0][0], batches[0][0])
+    np.testing.assert_array_equal(held[0][1], batches[0][1])
+    fitness = seg.miou_fitness(lambda cand: (lambda x: gen.apply(variables, x)), held, segmenter)
+    assert fitness([None]) == [-seg.miou(lambda x: gen.apply(variables, x), held, segmenter)['miou']]
     # a dataset without Cityscapes ground truth says what mIoU needs
     p = img2img.base_config('pix2pix')
     p.test_examples = 2

@@ -384,35 +384,52 @@ def miou_labels(config, stream):
                      f'config.cityscapes_dir=<the Cityscapes folder>; got {config.method} on {config.dataset!r}')
 
 
+def miou_batches(config, split=None, batch_size: int = 1, n_batches=None):
+    """Yields ``(generator input, train-id maps)`` of ``split`` (default ``test_split``) in order, this
+    process's share of global batches of ``batch_size``: every full batch, or the first ``n_batches``
+    (e.g. ``list(miou_batches(config, 'val', 4, 8))`` as the held batches of
+    :func:`anycost_jax.eval.segmentation.miou_fitness`). The maps stay at the ground truth's size."""
+    split = split or config.test_split
+    batch = batch_size - batch_size % jax.process_count() or jax.process_count()
+    inputs, key_in, _, _ = fid_streams(config, split, 'AtoB', batch)
+    try:
+        labels_of = miou_labels(config, inputs)
+        total = len(inputs.source) // batch
+        if not total:
+            raise ValueError(f'mIoU: split {split!r} has fewer examples than one batch ({batch})')
+        for step in range(total if n_batches is None else min(n_batches, total)):
+            b = inputs.batch_at(step)
+            yield (generator_input(config, b) if key_in is None else b[key_in]), labels_of(step)
+    finally:
+        inputs.close()
+
+
 def miou(config, gen, variables: dict, segmenter, *, split=None, batch_size: int = 1) -> dict:
     """Cityscapes mIoU of ``gen`` on ``split`` (default ``test_split``): its outputs on every example of the
     split (floor(n / batch_size) batches) against their gtFine train ids, through ``segmenter``
     (:class:`anycost_jax.eval.segmentation.Segmenter`). Returns :func:`anycost_jax.eval.segmentation.miou`'s
     dict (``miou`` in percent). Every process scores its share; the histograms are summed over processes."""
     from anycost_jax.eval import segmentation
-    split = split or config.test_split
-    batch = batch_size - batch_size % jax.process_count() or jax.process_count()
-    inputs, key_in, _, _ = fid_streams(config, split, 'AtoB', batch)
-    try:
-        labels_of = miou_labels(config, inputs)
-        apply = _apply(gen)
-        hist, n = np.zeros((segmenter.n_classes,) * 2, np.int64), 0
-        for step in range(len(inputs.source) // batch):
-            b = inputs.batch_at(step)
-            x = generator_input(config, b) if key_in is None else b[key_in]
-            hist += segmenter.histogram(np.asarray(apply(variables, x)), labels_of(step))
-            n += len(x)
-    finally:
-        inputs.close()
+    apply = _apply(gen)
+    hist, n = np.zeros((segmenter.n_classes,) * 2, np.int64), 0
+    for x, labels in miou_batches(config, split, batch_size):
+        hist += segmenter.histogram(np.asarray(apply(variables, x)), labels)
+        n += len(x)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
         hist = np.asarray(multihost_utils.process_allgather(hist)).sum(0)
         n *= jax.process_count()
-    if not n:
-        raise ValueError(f'mIoU: split {split!r} has fewer examples than one batch ({batch})')
     value, iou = segmentation.miou_of_hist(hist)
-    log.info('mIoU %s:%s (%d images): %.2f', config.dataset, split, n, value)
+    log.info('mIoU %s:%s (%d images): %.2f', config.dataset, split or config.test_split, n, value)
     return {'miou': value, 'iou': iou, 'n_images': n}
+
+
+@functools.lru_cache(maxsize=2)
+def segmenter_of(drn_path: str):
+    """The mIoU's DRN-D-105 (:class:`anycost_jax.eval.segmentation.Segmenter`) from its weights file, read once."""
+    from anycost_jax.convert import drn as drn_lib
+    from anycost_jax.eval import segmentation
+    return segmentation.Segmenter(*drn_lib.load_drn(drn_path))
 
 
 # launch/evaluate.py's metrics for an image-to-image generator (the Anycost registry, eval.evaluate.METRICS, walks
@@ -434,14 +451,13 @@ def evaluate_generator(config, gen, variables: dict, metrics, *, split=None, bat
     segmenter = extractor = None
     if 'miou' in metrics:
         from anycost_jax.convert import drn as drn_lib
-        from anycost_jax.eval import segmentation
         drn_lib.drn_weights(config.get('drn') or None)  # a missing file fails here, not after the FID pass
         inputs = fid_streams(config, split or config.test_split, 'AtoB', 1)[0]
         try:
             miou_labels(config, inputs)  # Cityscapes ground truth available?
         finally:
             inputs.close()
-        segmenter = segmentation.Segmenter(*drn_lib.load_drn(config.drn))
+        segmenter = segmenter_of(config.drn)
     if 'fid' in metrics:
         from anycost_jax.convert import inception as inception_lib
         inception_lib.inception_weights(config.inception or None)
@@ -556,7 +572,8 @@ def make_stage(config, workdir: str) -> loop.Stage:
 
 
 def evaluate(config, state, step: int, writer, workdir: str) -> dict:
-    """FID on ``config.test_split`` (both directions for CycleGAN), written as ``fid/<direction>``."""
+    """FID on ``config.test_split`` (both directions for CycleGAN), written as ``fid/<direction>``; with
+    ``config.drn``, the Cityscapes mIoU too (``miou``)."""
     gen, _ = build_models(config)
     extractor, results = feature_extractor(config), {}
     for direction in ('AtoB', 'BtoA') if config.method == 'cycle_gan' else ('AtoB',):
@@ -568,6 +585,9 @@ def evaluate(config, state, step: int, writer, workdir: str) -> dict:
         results[f'fid/{direction}'] = fid(config, gen, variables, extractor, direction=direction,
                                           batch_size=config.eval_batch_size,
                                           stats_path=stats.replace('{direction}', direction))
+    if config.get('drn'):  # Cityscapes: the mIoU of the same generator on the same split
+        results['miou'] = miou(config, gen, g_variables(state, None), segmenter_of(config.drn),
+                               batch_size=config.eval_batch_size)['miou']
     if writer is not None:
         writer.write_scalars(step, results)
     return results
