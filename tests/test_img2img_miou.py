@@ -146,3 +146,6 @@ def test_evaluate_generator_refuses_before_any_work():
     c.drn = '/nonexistent/drn.pth'
     with pytest.raises(FileNotFoundError, match=r"'/nonexistent/drn.pth' do not exist.*go\.yf\.io"):
         img2img.evaluate_generator(c, None, {}, ['miou'])
+    c.inception = '/nonexistent/pt_inception.pth'
+    with pytest.raises(FileNotFoundError, match=r'pytorch-fid/releases.*--inception=PATH'):
+        img2img.evaluate_generator(c, None, {}, ['fid'])
