@@ -2,6 +2,8 @@
 cityscapes_fine and, through gan-compression's table, pix2pix's Cityscapes split) and
 ``train.img2img.miou`` end to end on a prepared miniature Cityscapes, against
 ``eval.segmentation`` applied by hand."""
+import os
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -13,7 +15,7 @@ from anycost_jax.data import img2img_builders as ib
 from anycost_jax.data import img2img_pipeline as ip
 from anycost_jax.eval import segmentation as seg
 from tests.test_drn import synthetic_drn
-from tests.test_img2img_data import cityscapes  # noqa: F401 -- the prepared miniature Cityscapes
+from tests.test_img2img_data import cityscapes, paired  # noqa: F401 -- prepared miniature datasets
 
 
 def test_cityscapes_stream_gives_native_train_ids(cityscapes):  # noqa: F811
@@ -34,7 +36,8 @@ def test_cityscapes_table_reads_train_ids(tmp_path):
     (root / 'gtFine/val/lindau').mkdir(parents=True)
     label_ids = np.array([[7, 8, 0], [26, 33, 9]], np.uint8)
     Image.fromarray(label_ids).save(root / 'gtFine/val/lindau/lindau_000000_000019_gtFine_labelIds.png')
-    Image.fromarray(np.full((2, 3), 4, np.uint8)).save(root / 'gtFine/val/lindau/lindau_000001_000019_gtFine_trainIds.png')
+    Image.fromarray(np.full((2, 3), 4, np.uint8)).save(
+        root / 'gtFine/val/lindau/lindau_000001_000019_gtFine_trainIds.png')
     table = tmp_path / 'val_table.txt'
     table.write_text('0 gtFine/val/lindau/lindau_000000_000019_gtFine_trainIds.png '
                      'leftImg8bit/val/lindau/lindau_000000_000019_leftImg8bit.png\n'
@@ -102,7 +105,6 @@ def test_launch_evaluate_scores_an_img2img_generator(cityscapes, tmp_path):  # n
     """launch/evaluate.py --img2img_config ... --metrics=miou on a tiny GauGAN .pth and the miniature
     cityscapes_fine; without --drn it stops first, saying where the weights come from."""
     import json
-    import os
     import subprocess
     import sys
     from anycost_jax import convert
@@ -149,3 +151,37 @@ def test_evaluate_generator_refuses_before_any_work():
     c.inception = '/nonexistent/pt_inception.pth'
     with pytest.raises(FileNotFoundError, match=r'pytorch-fid/releases.*--inception=PATH'):
         img2img.evaluate_generator(c, None, {}, ['fid'])
+
+
+def test_miou_of_a_pix2pix_through_the_table(paired, tmp_path):  # noqa: F811
+    """pix2pix's Cityscapes split: each example found in gan-compression's table by its file name, its
+    ground truth read from the Cityscapes folder (label ids mapped to train ids)."""
+    from anycost_jax.train import img2img
+    b, _, val, _ = paired
+    root, rows, truth = tmp_path / 'cityscapes', [], {}
+    (root / 'gtFine/val/c').mkdir(parents=True)
+    for i, stem in enumerate(sorted(val)):
+        name = os.path.basename(stem)
+        ids = np.random.default_rng(i).choice(np.array([7, 8, 11, 21, 23, 26, 0], np.uint8), (6, 10))
+        Image.fromarray(ids).save(root / f'gtFine/val/c/c_00000{i}_000019_gtFine_labelIds.png')
+        rows.append(f'{name} gtFine/val/c/c_00000{i}_000019_gtFine_trainIds.png leftImg8bit/val/c/{name}.png')
+        truth[name] = ib.cityscapes_train_ids(ids)
+    (tmp_path / 'val_table.txt').write_text('\n'.join(rows) + '\n')
+    c = img2img.base_config('pix2pix')
+    c.dataset, c.data_dir, c.test_split = 'paired_images', str(b.data_dir_root), 'val'
+    c.preprocess, c.resolution = 'none', 12
+    c.cityscapes_table, c.cityscapes_dir = str(tmp_path / 'val_table.txt'), str(root)
+    gen = _TinyGen()
+    variables = gen.init(jax.random.key(0), jnp.zeros((1, 12, 12, 3)))
+    model, dvars = synthetic_drn(tmp_path)
+    segmenter = seg.Segmenter(model, dvars)
+    batches = list(img2img.miou_batches(c, batch_size=1))
+    inputs = img2img.fid_streams(c, 'val', 'AtoB', 1)[0]
+    with inputs:
+        names = [os.path.basename(inputs.names_at(s)[0]) for s in range(3)]
+    assert sorted(names) == ['w', 'x', 'y']
+    for (_, labels), name in zip(batches, names):
+        np.testing.assert_array_equal(labels[0], truth[os.path.splitext(name)[0]])
+    got = img2img.miou(c, gen, variables, segmenter)
+    want = seg.miou(lambda x: gen.apply(variables, x), batches, segmenter)
+    assert got['n_images'] == 3 and got['miou'] == pytest.approx(want['miou'], rel=1e-12)
