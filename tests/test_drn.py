@@ -109,6 +109,9 @@ def test_bad_weights_say_what_to_do(tmp_path):
         drn_convert.load_drn(str(tmp_path / 'missing.pth'))
     with pytest.raises(FileNotFoundError, match='--drn=PATH'):
         drn_convert.load_drn(None)
+    from anycost_jax import convert
+    with pytest.raises(FileNotFoundError, match='go.yf.io'):
+        convert.load_drn(str(tmp_path / 'missing.pth'))
     save_torch_file({'conv1.weight': np.zeros((2, 3, 1, 1), np.float32)}, str(tmp_path / 'other.pth'))
     with pytest.raises(ConversionError, match='not a DRNSeg state dict'):
         drn_convert.load_drn(str(tmp_path / 'other.pth'))

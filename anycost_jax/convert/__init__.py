@@ -36,7 +36,8 @@ __all__ = ['load_generator', 'load_discriminator', 'save_model', 'load_model', '
            'generator_from_config', 'load_attribute_predictor', 'encoder_to_state_dict', 'save_original_encoder',
            'KINDS', 'SUBDIRS',
            'parse_keys', 'describe', 'convert_models', 'convert_checkpoint', 'load_img2img_generator',
-           'load_img2img_discriminator', 'save_img2img_generator', 'save_img2img_discriminator', 'load_vgg19']
+           'load_img2img_discriminator', 'save_img2img_generator', 'save_img2img_discriminator', 'load_vgg19',
+           'load_drn']
 
 # Our model-directory format lives in anycost_jax.modeldir; these names keep the callers of convert working.
 save_model = modeldir.save
@@ -204,6 +205,13 @@ def load_vgg19(path: str):
     """``(VGG19, variables)`` (up to relu5_1, for the perceptual loss) from torchvision's ``vgg19`` ``.pth``
     (``vgg19-dcbb9e9d.pth``): a local file or a URL, read without torch."""
     return img2img.vgg19_from_state_dict(_img2img_state_dict(path))
+
+
+def load_drn(path: str):
+    """``(DRNSeg, variables)``: the Cityscapes mIoU's DRN-D-105 from ``drn-d-105_ms_cityscapes.pth`` (a local
+    file; see :mod:`anycost_jax.convert.drn`), read without torch."""
+    from anycost_jax.convert import drn
+    return drn.load_drn(path)
 
 
 def save_img2img_generator(path: str, generator, variables: dict) -> None:
