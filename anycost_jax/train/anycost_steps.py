@@ -222,7 +222,7 @@ class Steps:
             r1 = 0.
             for i in range(self.cfg.n_res):  # see _d_body
                 r1 = r1 + xla_cpu.select(which == i, lambda dp, i=i: gan.r1_penalty(
-                    lambda v: self._d(dp, v, arch), reals[i]), d_params)
+                    self._d, dp, reals[i], arch), d_params)
             return self.cfg.r1_gamma / 2 * r1 * self.cfg.d_reg_every, r1
 
         grads, r1 = jax.grad(loss_fn, has_aux=True)(sharding.varying(state.d_params))
