@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from anycost_jax.nn import profile
+from anycost_jax.nn import quant as quant_lib
 from anycost_jax.nn.masks import apply_mask, live_in as _live_in, live_out as _live_out, module_path as _path
 from anycost_jax.nn.norm import InstanceNorm
 
@@ -69,6 +70,17 @@ def conv_kernel(module: nn.Module) -> Array:
     return module.param('kernel', module.kernel_init, (k, k, module.in_features, module.features))
 
 
+def quantized(module: nn.Module, x: Array, kernel: Array) -> tuple[Array, Array]:
+    """GAN Slimming's ``Conv2dQuant`` / ``ConvTrans2dQuant`` (``quant_bits`` set): the input clamped to
+    [0, 4] and fake-quantized unsigned (unless ``quant_input`` is off: the first conv), the kernel
+    (the live slice: what the deployed layer holds) signed per tensor; else both unchanged."""
+    if module.quant_bits is None:
+        return x, kernel
+    if module.quant_input:
+        x = quant_lib.quantize_input(x, module.quant_bits)
+    return x, quant_lib.quantize_weight(kernel, module.quant_bits)
+
+
 def add_bias(module: nn.Module, y: Array, width: Optional[int] = None) -> Array:
     """``y`` plus the first ``width`` (default all) entries of the module's bias, if it has one."""
     if not module.use_bias:
@@ -77,7 +89,10 @@ def add_bias(module: nn.Module, y: Array, width: Optional[int] = None) -> Array:
 
 
 class Conv2d(nn.Module):
-    """``torch.nn.Conv2d`` (cross-correlation, zero padding ``padding``), groups 1."""
+    """``torch.nn.Conv2d`` (cross-correlation, zero padding ``padding``), groups 1.
+
+    ``quant_bits`` (e.g. 8): fake-quantized input and kernel (:func:`quantized`); ``quant_input``
+    False keeps the input in float (GAN Slimming's first conv)."""
     in_features: int
     features: int
     kernel_size: int
@@ -85,12 +100,15 @@ class Conv2d(nn.Module):
     padding: int = 0
     use_bias: bool = True
     kernel_init: Callable = pix2pix_normal()
+    quant_bits: Optional[int] = None
+    quant_input: bool = True
 
     @nn.compact
     def __call__(self, x: Array, out_width: Optional[int] = None, out_mask: Optional[Array] = None) -> Array:
         k, name, kernel = self.kernel_size, _path(self), conv_kernel(self)
         cin, cout = _live_in(x, self.in_features, name), _live_out(out_width, self.features, name)
-        y = lax.conv_general_dilated(x, kernel[:, :, :cin, :cout].astype(x.dtype), (self.stride,) * 2,
+        x, kernel = quantized(self, x, kernel[:, :, :cin, :cout])
+        y = lax.conv_general_dilated(x, kernel.astype(x.dtype), (self.stride,) * 2,
                                      [(self.padding, self.padding)] * 2, dimension_numbers=_DN)
         y = add_bias(self, y, cout)
         profile.record('conv', y.size, cin * k * k, path=name)
@@ -112,13 +130,16 @@ class ConvTranspose2d(nn.Module):
     output_padding: int = 1
     use_bias: bool = True
     kernel_init: Callable = pix2pix_normal()
+    quant_bits: Optional[int] = None  # as Conv2d's
+    quant_input: bool = True
 
     @nn.compact
     def __call__(self, x: Array, out_width: Optional[int] = None, out_mask: Optional[Array] = None) -> Array:
         k, name, kernel = self.kernel_size, _path(self), conv_kernel(self)
         cin, cout = _live_in(x, self.in_features, name), _live_out(out_width, self.features, name)
+        x, kernel = quantized(self, x, kernel[:, :, :cin, :cout])
         lo = k - 1 - self.padding
-        y = lax.conv_general_dilated(x, kernel[::-1, ::-1, :cin, :cout].astype(x.dtype), (1, 1),
+        y = lax.conv_general_dilated(x, kernel[::-1, ::-1].astype(x.dtype), (1, 1),
                                      [(lo, lo + self.output_padding)] * 2, lhs_dilation=(self.stride,) * 2,
                                      dimension_numbers=_DN)
         y = add_bias(self, y, cout)
