@@ -15,6 +15,17 @@ epochs; then ``gan_compression.search_supernet(workdir, budget)`` finds and expo
 (hold training examples out for it with ``--config.holdout_examples``; the original searched on
 a validation split of horses).
 
+``gs32`` / ``gs8`` (GAN Slimming, Wang et al. ECCV 2020, ``gs.py --rho 0.01 [--quant]``): the dense
+CycleGAN A -> B generator distilled into itself with VGG16 perceptual x 20 + LSGAN, its affine
+norms' gammas pruned by the proximal step (rho 0.01, gamma SGD 0.1 momentum 0.5; Adam 1e-5, weight
+decay 1e-3), 8-bit for ``gs8``; 200 epochs of cosine decay, batch 8 (133 steps an epoch over the
+1067 horses), 256 px images as they are. Its teacher: the upstream's dense
+``netG_A2B_epoch_199.pth`` (``--config.teacher_format=gs``, D ``netD_B_epoch_199.pth``) or our
+``full`` run's workdir; its outputs are cached first by ``launch/gs_cache.py``. ``gs_finetune``
+(``finetune.py``): the extracted network, Adam 1e-4, batch 16, 200 epochs, the best by FID on
+testA kept in ``WORKDIR/best``. The dense network is 52.90 G MACs in the upstream's units (2^30),
+our 56.8G; the compressed networks' MACs and FID are the paper's Table 1 (not reproduced here).
+
 Data: the CycleGAN release of horse2zebra (``<dir>/trainA``, ``trainB``, ``testA``, ``testB``) from
 ``--config.manual_dir``, prepared once into TFDS ArrayRecord files; nothing is downloaded. An
 epoch is max(|A|, |B|) = 1334 steps; B is drawn at random for each A, as the original.
@@ -31,14 +42,35 @@ Table 1). The original trained on one GPU for about two days.
     python launch/train.py --config=configs/horse2zebra.py:supernet --workdir=runs/horse2zebra_supernet \
         --config.manual_dir=/data/horse2zebra --config.teacher=runs/horse2zebra_mobile \
         --config.pretrained=runs/horse2zebra_distill --config.discriminator=runs/horse2zebra_distill
+    python launch/gs_cache.py --config=configs/horse2zebra.py:gs32 --config.manual_dir=/data/horse2zebra \
+        --config.teacher=runs/horse2zebra --output=runs/horse2zebra_teacher_cache.npz
+    python launch/train.py --config=configs/horse2zebra.py:gs32 --workdir=runs/horse2zebra_gs32 \
+        --config.manual_dir=/data/horse2zebra --config.teacher=runs/horse2zebra \
+        --config.teacher_cache=runs/horse2zebra_teacher_cache.npz
+    python launch/train.py --config=configs/horse2zebra.py:gs_finetune --workdir=runs/horse2zebra_gs32_ft \
+        --config.manual_dir=/data/horse2zebra --config.teacher=runs/horse2zebra \
+        --config.pretrained=runs/horse2zebra_gs32
 """
-from anycost_jax.train import gan_compression, img2img
+from anycost_jax.train import gan_compression, gan_slimming, img2img
+
+ARGS = ('full', 'mobile', 'distill', 'supernet', 'gs32', 'gs8', 'gs_finetune')
+H2Z_HORSES = 1067  # trainA
 
 
 def get_config(arg: str = ''):
     arg = arg or 'full'
-    if arg not in ('full', 'mobile', 'distill', 'supernet'):
-        raise ValueError(f"configs/horse2zebra.py:{arg}: expected 'full', 'mobile', 'distill' or 'supernet'")
+    if arg not in ARGS:
+        raise ValueError(f'configs/horse2zebra.py:{arg}: expected one of {ARGS}')
+    if arg.startswith('gs'):
+        c = gan_slimming.base_config('finetune' if arg == 'gs_finetune' else 'slim')
+        c.name = f'horse2zebra_{arg}'
+        c.dataset, c.train_split, c.test_split = 'unpaired_images/horse2zebra', 'train', 'test'
+        c.rho, c.quant_bits = 0.01, 8 if arg == 'gs8' else 32
+        c.num_steps = c.n_epochs * (H2Z_HORSES // c.batch_size)
+        c.log_every, c.sample_every, c.checkpoint_every = 50, 1330, 1330
+        if arg == 'gs_finetune':  # FID every 10 epochs (the original: in the second half)
+            c.eval_every, c.eval_metrics = 10 * (H2Z_HORSES // c.batch_size), 'fid'
+        return c
     if arg in ('distill', 'supernet'):
         c = gan_compression.base_config(arg)
         c.dataset, c.train_split, c.test_split = 'unpaired_images/horse2zebra', 'train', 'test'

@@ -18,6 +18,14 @@ gradient background (:mod:`anycost_jax.data.procedural_img2img`). ``get_config(a
   (lambda_vgg 0: VGG19 weights are not shipped; set ``--config.vgg19=<vgg19.pth>
   --config.lambda_vgg=10`` to add it).
 
+* ``gs32`` / ``gs8``: GAN Slimming (Wang et al. 2020) compressing the ``recolor`` teacher (pass its
+  workdir as ``--config.teacher``): distillation to the teacher's outputs (VGG16 perceptual x 20 +
+  LSGAN through the teacher's D_A), channel pruning by the L1 proximal step on the affine norms'
+  gammas (rho 0.02, not tuned), 8-bit weights and activations for ``gs8``; 4 epochs, batch 8,
+  teacher outputs cached first (``launch/gs_cache.py``) or online (``teacher_cache`` empty). The
+  workdir's ``extracted/`` is the pruned dense network; ``gs_finetune`` fine-tunes it
+  (``--config.pretrained=<the gs32 / gs8 workdir>``), keeping the best by LPIPS to the teacher.
+
 Expected result: ``WORKDIR/samples/<step>.png`` shows one held-out scene per row: input | output |
 target (pix2pix), A | A->B | B | B->A (CycleGAN), labels | output | target (GauGAN); shapes take
 their label's (or the other palette's) color and the background its gradient. Times on this
@@ -27,17 +35,25 @@ machine: see README.md ("Image-to-image models").
     python launch/train.py --config=configs/shapes_img2img.py:edges2image --workdir=runs/shapes_edges
     python launch/train.py --config=configs/shapes_img2img.py:recolor --workdir=runs/shapes_cyclegan
     python launch/train.py --config=configs/shapes_img2img.py:gaugan --workdir=runs/shapes_gaugan
+    python launch/gs_cache.py --config=configs/shapes_img2img.py:gs32 --config.teacher=runs/shapes_cyclegan \
+        --output=runs/shapes_teacher_cache.npz
+    python launch/train.py --config=configs/shapes_img2img.py:gs32 --workdir=runs/shapes_gs32 \
+        --config.teacher=runs/shapes_cyclegan --config.teacher_cache=runs/shapes_teacher_cache.npz
+    python launch/train.py --config=configs/shapes_img2img.py:gs_finetune --workdir=runs/shapes_gs32_ft \
+        --config.teacher=runs/shapes_cyclegan --config.pretrained=runs/shapes_gs32
 """
 from anycost_jax.data import procedural_img2img
-from anycost_jax.train import img2img
+from anycost_jax.train import gan_slimming, img2img
 
-ARGS = ('labels2image', 'edges2image', 'recolor', 'gaugan')
+ARGS = ('labels2image', 'edges2image', 'recolor', 'gaugan', 'gs32', 'gs8', 'gs_finetune')
 
 
 def get_config(arg: str = ''):
     arg = arg or 'labels2image'
     if arg not in ARGS:
         raise ValueError(f'configs/shapes_img2img.py:{arg}: expected one of {ARGS}')
+    if arg.startswith('gs'):
+        return _gs_config(arg)
     method = {'recolor': 'cycle_gan', 'gaugan': 'gaugan'}.get(arg, 'pix2pix')
     c = img2img.base_config(method)
     c.name = f'shapes_{arg}'
@@ -64,4 +80,21 @@ def get_config(arg: str = ''):
         # samples saturated to flat black / white / cyan. Instance norm has no running statistics.
         c.param_free_norm = 'instance'
         c.batch_size, c.num_steps = 8, 2000
+    return c
+
+
+def _gs_config(arg: str):
+    """GAN Slimming of the recolor teacher (its generator A -> B and D_A): 2000 scenes, 250 steps an epoch."""
+    c = gan_slimming.base_config('finetune' if arg == 'gs_finetune' else 'slim')
+    c.name = f'shapes_{arg}'
+    c.dataset, c.test_split = img2img.PROCEDURAL + 'recolor', 'test'
+    c.resolution, c.train_examples, c.test_examples = 32, 2000, 64
+    c.teacher_netG = 'resnet_6blocks'
+    c.rho, c.quant_bits = 0.02, 8 if arg == 'gs8' else 32
+    c.lr = 1e-4 if arg == 'gs_finetune' else 1e-5
+    c.batch_size, c.n_epochs = 8, 4
+    c.num_steps = c.n_epochs * 250
+    c.log_every, c.sample_every, c.checkpoint_every, c.n_samples = 50, 250, 250, 6
+    if arg == 'gs_finetune':
+        c.eval_every, c.eval_metrics, c.eval_batch_size = 250, 'quality', 16
     return c

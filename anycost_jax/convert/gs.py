@@ -25,13 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from anycost_jax import modeldir
 from anycost_jax.convert import table as table_lib
 from anycost_jax.convert.img2img import _conv, state_dict_of
 from anycost_jax.convert.table import ConversionError
 from anycost_jax.models.img2img import gs as gs_lib
-
-modeldir.register(gs_lib.GSGenerator)
 
 
 def _affine(tk: str, ours: tuple) -> list:

@@ -25,13 +25,15 @@ from anycost_jax.convert import table as table_lib
 from anycost_jax.convert.table import ConversionError
 from anycost_jax.elastic import img2img as rules
 from anycost_jax.models.img2img.discriminators import NLayerDiscriminator
+from anycost_jax.models.img2img.gs import GSGenerator
 from anycost_jax.models.img2img.resnet import ResnetGenerator
 from anycost_jax.models.img2img.resnet import MobileResnetGenerator
 from anycost_jax.models.img2img.spade import MobileSPADEGenerator, MultiscaleDiscriminator, SPADEGenerator
 from anycost_jax.models.img2img.unet import UnetGenerator
 from anycost_jax.models.vgg import VGG19, VGG19_CONV_INDICES
 
-GENERATOR_CLASSES = (ResnetGenerator, MobileResnetGenerator, SPADEGenerator, MobileSPADEGenerator, UnetGenerator)
+GENERATOR_CLASSES = (ResnetGenerator, MobileResnetGenerator, SPADEGenerator, MobileSPADEGenerator, UnetGenerator,
+                     GSGenerator)  # GAN Slimming's (its .pth files: convert.gs)
 DISCRIMINATOR_CLASSES = (NLayerDiscriminator, MultiscaleDiscriminator)
 for _cls in GENERATOR_CLASSES + DISCRIMINATOR_CLASSES:  # our model directories can hold them
     modeldir.register(_cls)

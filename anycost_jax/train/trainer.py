@@ -22,11 +22,12 @@ import ml_collections
 from clu import metric_writers
 
 from anycost_jax import workdir as workdir_lib
-from anycost_jax.train import anycost, config_lib, gan_compression, img2img, loop
+from anycost_jax.train import anycost, config_lib, gan_compression, gan_slimming, img2img, loop
 
 log = logging.getLogger(__name__)
 
-FAMILIES = {'anycost': anycost, 'img2img': img2img, 'gan_compression': gan_compression}
+FAMILIES = {'anycost': anycost, 'img2img': img2img, 'gan_compression': gan_compression,
+            'gan_slimming': gan_slimming}
 
 
 def family(config):

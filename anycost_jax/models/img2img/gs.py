@@ -277,6 +277,11 @@ def extract(gen: GSGenerator, variables: dict, zero_block: str = 'identity'):
     if gen.widths is not None and gen.widths != rules.resnet_full_widths(gen.ngf, gen.n_blocks):
         raise ValueError('extract from the full-width (trained) GS generator; this one is already a sub-network')
     widths = live_widths(gen, variables['params'])
+    names = ['stem', 'down1', 'res'] + [f'block{b}' for b in range(gen.n_blocks)] + ['up1', 'up2']
+    empty = [names[i] for i, c in enumerate(widths) if c == 0 and not 3 <= i < 3 + gen.n_blocks]
+    if empty:
+        raise ValueError(f'every gamma of {empty} is 0: only a residual block can be pruned away (the original '
+                         'cannot build such a network either); train with a smaller rho')
     sub = gen.clone(widths=widths, zero_block=zero_block)
     permuted = {**variables, 'params': permute_pruned_first(gen, variables['params'])}
     x = jnp.zeros((1, 16, 16, gen.input_nc), jnp.float32)
