@@ -90,7 +90,7 @@ def _gs_config(arg: str):
     c.dataset, c.test_split = img2img.PROCEDURAL + 'recolor', 'test'
     c.resolution, c.train_examples, c.test_examples = 32, 2000, 64
     c.teacher_netG = 'resnet_6blocks'
-    c.rho, c.quant_bits = 0.02, 8 if arg == 'gs8' else 32
+    c.rho, c.lr_gamma, c.quant_bits = 2., 1e-3, 8 if arg == 'gs8' else 32
     c.lr = 1e-4 if arg == 'gs_finetune' else 1e-5
     c.batch_size, c.n_epochs = 8, 4
     c.num_steps = c.n_epochs * 250
