@@ -2,6 +2,7 @@
 recolor task), then slim (GS-32 online, GS-8 from a teacher-output cache), then finetune."""
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -48,6 +49,7 @@ def test_slim_cache_and_finetune_stages_end_to_end(tmp_path):
     sub, sv = gs.extract(gen, {'params': p})
     assert sub.widths == (3, 8, 16, 16, 0, 6, 4)
     modeldir.save(str(tmp_path / 'pruned' / 'extracted'), sub, sv)
+    shutil.copytree(tmp_path / 'slim' / 'discriminator', tmp_path / 'pruned' / 'discriminator')  # its trained D
     # GS-8 from a teacher-output cache
     cache = str(tmp_path / 'cache.npz')
     gan_slimming.cache_teacher_outputs(_config(teacher), cache)

@@ -23,7 +23,7 @@ The export is the trained dense network (``generator/``, gammas included), its e
 ``discriminator/``.
 
 ``config.method = 'finetune'`` (``finetune.py``): the extracted network of a ``slim`` run
-(``config.pretrained``: its workdir) trains with the same objective, one Adam (``lr`` 1e-4, weight
+(``config.pretrained``: its workdir; its D too) trains with the same objective, one Adam (``lr`` 1e-4, weight
 decay 1e-3) and cosine schedule; every ``eval_every`` steps it is measured on ``test_split``
 (``eval_metrics``: 'quality': LPIPS against the teacher, as :mod:`anycost_jax.eval.img2img_quality`;
 'fid': FID) and the best so far is kept in ``WORKDIR/best/`` (the original: FID every 10 epochs
@@ -159,7 +159,13 @@ def load_student(config, teacher):
 
 
 def load_discriminator(config):
+    """``config.discriminator`` (a GS ``netD`` .pth, a gan-compression one, a model dir or workdir); empty:
+    for finetune the slim run's trained D (``finetune.py`` takes its ``latest.pth['netD']``), else the teacher
+    run's."""
     path = config.discriminator
+    slim_d = os.path.join(config.pretrained, workdir_lib.DISCRIMINATOR) if config.pretrained else ''
+    if not path and config.method == 'finetune' and os.path.isdir(slim_d):
+        return convert.load_img2img_discriminator(slim_d)
     if path.endswith('.pth'):
         try:
             return gs_convert.load_discriminator(path)
