@@ -76,3 +76,22 @@ def test_config_errors(tmp_path):
         gan_slimming.check(_config('x', quant_bits=40), str(tmp_path))
     with pytest.raises(ValueError, match="the gan_slimming family has"):
         gan_slimming.base_config('prune')
+
+
+@pytest.mark.slow
+def test_slim_from_the_upstreams_dense_files(tmp_path):
+    """The upstream's dense netG / netD files (the parity fixtures: ngf 4, 9 blocks) as teacher and D, GS-8, one
+    step online; the stage starts from the file's network exactly."""
+    from anycost_jax.convert import gs as gs_convert
+    from anycost_jax.train import gan_slimming, trainer
+    fix = os.path.join(os.path.dirname(__file__), 'fixtures')
+    c = _config(os.path.join(fix, 'gs_G.pth'), teacher_format='gs', discriminator=os.path.join(fix, 'gs_D.pth'),
+                resolution=32, quant_bits=8)
+    teacher, t_vars = gan_slimming.load_teacher(c)
+    ref, ref_vars = gs_convert.load_generator(os.path.join(fix, 'gs_G.pth'))
+    jax.tree.map(np.testing.assert_array_equal, t_vars, ref_vars)
+    trainer.train_and_evaluate(c, str(tmp_path / 'gs8'))
+    gen, _ = modeldir.load(str(tmp_path / 'gs8' / 'generator'))
+    assert gen.quant_bits == 8 and gen.n_blocks == 9 and gen.ngf == 4
+    with pytest.raises(ValueError, match='extracted'):
+        gan_slimming.load_teacher(_config(os.path.join(fix, 'gs_sub.pth'), teacher_format='gs'))
