@@ -31,13 +31,13 @@ in the second half, ``best_FID_netG.pth``).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
 import logging
 import os
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -52,7 +52,6 @@ from anycost_jax.losses import img2img as gan_losses
 from anycost_jax.losses import slimming as losses
 from anycost_jax.models import vgg as vgg_lib
 from anycost_jax.models.img2img import gs as gs_lib
-from anycost_jax.models.img2img import resnet
 from anycost_jax.nn import quant as quant_lib
 from anycost_jax.render import to_uint8
 from anycost_jax.sharding import AXIS
@@ -201,7 +200,7 @@ def generator_tx(params, lr, lr_gamma, weight_decay, momentum, beta1=0.5, beta2=
 # --------------------------------------------------------------------------- the step
 
 
-@flax.struct.dataclass
+@dataclasses.dataclass(frozen=True)
 class GSConfig:
     beta: float = 20.
     rho: float = 0.
