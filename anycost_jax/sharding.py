@@ -95,4 +95,8 @@ def per_device_program(body, mesh, in_specs, out_specs, **jit_kwargs):
     program = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=in_specs, out_specs=out_specs), **jit_kwargs)
     if not xla_cpu.needs_blocking_dispatch(mesh):
         return program
-    return lambda *args: jax.block_until_ready(program(*args))
+
+    def blocking(*args):
+        return jax.block_until_ready(program(*args))
+    blocking.lower = program.lower  # for train.loop.precompile
+    return blocking

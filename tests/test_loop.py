@@ -104,6 +104,39 @@ def test_programs_run_on_their_periods_and_resume_is_exact(tmp_path):
     assert int(resumed.evals) == 2
 
 
+def test_every_jitted_program_compiles_once_before_the_first_step(tmp_path, caplog):
+    """precompile compiles every program (also one not due at step 0) side by side, and the loop's
+    own calls then reuse those executables: one XLA compilation per program in the whole run."""
+    mesh = sharding.data_mesh()
+    tx = optax.sgd(0.1)
+
+    def sgd(state, batch):
+        x, y = batch
+        g = jax.lax.pmean(jax.grad(lambda w: jnp.mean((x @ w - y) ** 2))(state.w), sharding.AXIS)
+        upd, opt = tx.update(g, state.opt, state.w)
+        return state.replace(step=state.step + 1, w=state.w + upd, opt=opt), {}
+
+    def rare_program(state, batch):
+        return state.replace(evals=state.evals + 1), {}
+
+    jitted = lambda body: sharding.per_device_program(body, mesh, (P(), P(sharding.AXIS)), (P(), P()),
+                                                      out_shardings=sharding.replicated(mesh))
+    stage = make_stage()
+    stage.programs = [loop.Program('sgd', jitted(sgd)), loop.Program('rare', jitted(rare_program), lambda i: i == 2)]
+    state = stage.init_state(True)
+    batch = stage.shard_batch(next(Batches(0)))
+    # 'Compiling jit(f) ...' is logged when f is lowered for new argument types (in this thread; the
+    # compilation itself runs in precompile's threads, where jax.log_compiles does not reach).
+    compiled = lambda: [r.getMessage() for r in caplog.records if r.getMessage().startswith('Compiling jit(')]
+    with jax.log_compiles(), caplog.at_level('WARNING'):
+        assert loop.precompile(stage.programs, state, batch) == ['sgd', 'rare']
+        assert sum('jit(sgd)' in m for m in compiled()) == 1
+        assert sum('jit(rare_program)' in m for m in compiled()) == 1
+        caplog.clear()
+        run(tmp_path, 4, stage=stage)
+    assert not [m for m in compiled() if 'jit(sgd)' in m or 'jit(rare_program)' in m], compiled()
+
+
 def test_sigterm_saves_and_returns(tmp_path):
     def sample(state):
         if int(state.step) == 3:

@@ -9,6 +9,7 @@ replica check and the final export. A family describes one stage as a :class:`St
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 import os
@@ -175,6 +176,23 @@ def _restore(stage: Stage, ckpt: ckpt_lib.Checkpointer, workdir: str):
     return state
 
 
+def precompile(programs: Sequence[Program], state, batch) -> list[str]:
+    """Compiles every jitted program for the loop's arguments, side by side; returns their names.
+
+    Each program is traced and lowered here, one after the other (Python), then the lowered
+    programs compile in threads: XLA compiles without holding the GIL, so on a host with idle
+    cores a stage's programs compile at once instead of in turn (the demo's stages spend tens
+    of seconds compiling). The loop's own first calls then find the traced, lowered and compiled
+    programs in jit's caches. A program whose first call has other argument types (none of ours)
+    would simply compile again there.
+    """
+    lowered = {p.name: p.fn.lower(state, batch, *p.args) for p in programs if hasattr(p.fn, 'lower')}
+    if len(lowered) > 1:
+        with concurrent.futures.ThreadPoolExecutor(len(lowered)) as pool:
+            list(pool.map(lambda low: low.compile(), lowered.values()))
+    return list(lowered)
+
+
 def run(stage: Stage, periods: Periods, workdir: str, writer) -> Any:
     """Trains ``stage`` to ``periods.num_steps`` in ``workdir`` (resuming); returns the last state."""
     ckpt = ckpt_lib.Checkpointer(workdir_lib.checkpoint_dir(workdir), keep=periods.keep_checkpoints)
@@ -212,14 +230,20 @@ def run(stage: Stage, periods: Periods, workdir: str, writer) -> Any:
             last_ckpt = step
 
         with stage.data(start) as data:
+            batch = stage.shard_batch(next(data)) if step < periods.num_steps else None
+            if batch is not None:
+                t_compile = time.time()
+                names = precompile(stage.programs, state, batch)
+                log.info('compiled %s in %.0f s', ', '.join(names) or 'nothing', time.time() - t_compile)
             while step < periods.num_steps:
                 with jax.profiler.StepTraceAnnotation('train', step_num=step):
-                    batch = stage.shard_batch(next(data))
+                    batch = batch if batch is not None else stage.shard_batch(next(data))
                     metrics = {}
                     for program in stage.programs:
                         if program.due(step):
                             state, m = program.fn(state, batch, *program.args)
                             metrics.update(m)
+                    batch = None
                 pending.append(metrics)
                 step += 1
                 report(step)
