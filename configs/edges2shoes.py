@@ -13,6 +13,12 @@ from the distill run's student and D, 10 + 30 epochs; the original trains it on 
 training pairs (``train1.meta``) and searches on the rest: ``--config.holdout_examples=N`` keeps
 the last N out, for ``gan_compression.search_supernet(workdir, budget)``.
 
+``crd`` / ``crd_unet``: CRD (TheKernelZ/CRD's ``scripts/{resnet,unet}_pix2pix/edges2shoes/
+distill.sh``, :mod:`anycost_jax.train.crd`): a teacher (mobile_resnet_9blocks, or unet_256 with
+batch norm, ngf 64) trains online from scratch (hinge, L1 x 100, ndf 128) and every step the
+student (the same architecture, ngf 16) learns from its output: 2.5 x RKD row / column / patch +
+2 x (1e4 Gram style + 10 relu2_2 feature), no adversarial term; batch 4, 100 + 100 epochs.
+
 Data: the pix2pix release of edges2shoes-r (``<dir>/train/*.jpg``, ``<dir>/val/*.jpg``, each image
 edges | photo side by side), read from ``--config.manual_dir`` and prepared once into TFDS
 ArrayRecord files under ``--config.data_dir``; nothing is downloaded.
@@ -27,14 +33,27 @@ the val photos' Inception statistics). The original trained on one GPU for about
     python launch/train.py --config=configs/edges2shoes.py:supernet --workdir=runs/edges2shoes_supernet \
         --config.manual_dir=/data/edges2shoes-r --config.teacher=runs/edges2shoes_mobile \
         --config.pretrained=runs/edges2shoes_distill --config.discriminator=runs/edges2shoes_distill
+    python launch/train.py --config=configs/edges2shoes.py:crd --workdir=runs/edges2shoes_crd \
+        --config.manual_dir=/data/edges2shoes-r
 """
-from anycost_jax.train import gan_compression, img2img
+from anycost_jax.train import crd, gan_compression, img2img
 
 
 def get_config(arg: str = ''):
     arg = arg or 'full'
-    if arg not in ('full', 'mobile', 'distill', 'supernet'):
-        raise ValueError(f"configs/edges2shoes.py:{arg}: expected 'full', 'mobile', 'distill' or 'supernet'")
+    if arg not in ('full', 'mobile', 'distill', 'supernet', 'crd', 'crd_unet'):
+        raise ValueError(f"configs/edges2shoes.py:{arg}: expected 'full', 'mobile', 'distill', 'supernet', 'crd' "
+                         "or 'crd_unet'")
+    if arg.startswith('crd'):
+        c = crd.base_config('pix2pix')
+        c.name = f'edges2shoes_{arg}'
+        c.dataset, c.train_split, c.test_split = 'paired_images/edges2shoes-r', 'train', 'val'
+        if arg == 'crd_unet':
+            c.netG, c.student_netG, c.norm = 'unet', 'unet', 'batch'
+        c.batch_size = 4
+        c.num_steps = (c.n_epochs + c.n_epochs_decay) * (49825 // 4)
+        c.log_every, c.sample_every, c.checkpoint_every = 100, 5000, 5000
+        return c
     compress = arg in ('distill', 'supernet')
     c = gan_compression.base_config(arg) if compress else img2img.base_config('pix2pix')
     c.name = f'edges2shoes_{arg}'

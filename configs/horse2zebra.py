@@ -26,6 +26,14 @@ decay 1e-3), 8-bit for ``gs8``; 200 epochs of cosine decay, batch 8 (133 steps a
 testA kept in ``WORKDIR/best``. The dense network is 52.90 G MACs in the upstream's units (2^30),
 our 56.8G; the compressed networks' MACs and FID are the paper's Table 1 (not reproduced here).
 
+``crd``: CRD (TheKernelZ/CRD's ``scripts/cycle_gan/horse2zebra/distill.sh``,
+:mod:`anycost_jax.train.crd`): a MobileNet-ResNet teacher (ngf 64) trains online from scratch
+with the CycleGAN losses; every 10 teacher epochs its A -> B generator is scored by FID on testA
+(pytorch-fid's Inception, against the zebra statistics) and the best so far is frozen; a
+MobileNet-ResNet student of ngf 16 (1.41G MACs at 256 px) then trains 4 x 10 epochs (n_dis 4)
+with 25 x RKD row / column / patch + 1e4 x Gram style + 10 x relu2_2 feature + LSGAN through
+the teacher's D_A, and the teacher resumes: 200 teacher epochs, 20 cycles.
+
 Data: the CycleGAN release of horse2zebra (``<dir>/trainA``, ``trainB``, ``testA``, ``testB``) from
 ``--config.manual_dir``, prepared once into TFDS ArrayRecord files; nothing is downloaded. An
 epoch is max(|A|, |B|) = 1334 steps; B is drawn at random for each A, as the original.
@@ -50,10 +58,12 @@ Table 1). The original trained on one GPU for about two days.
     python launch/train.py --config=configs/horse2zebra.py:gs_finetune --workdir=runs/horse2zebra_gs32_ft \
         --config.manual_dir=/data/horse2zebra --config.teacher=runs/horse2zebra \
         --config.pretrained=runs/horse2zebra_gs32
+    python launch/train.py --config=configs/horse2zebra.py:crd --workdir=runs/horse2zebra_crd \
+        --config.manual_dir=/data/horse2zebra
 """
-from anycost_jax.train import gan_compression, gan_slimming, img2img
+from anycost_jax.train import crd, gan_compression, gan_slimming, img2img
 
-ARGS = ('full', 'mobile', 'distill', 'supernet', 'gs32', 'gs8', 'gs_finetune')
+ARGS = ('full', 'mobile', 'distill', 'supernet', 'gs32', 'gs8', 'gs_finetune', 'crd')
 H2Z_HORSES = 1067  # trainA
 
 
@@ -70,6 +80,15 @@ def get_config(arg: str = ''):
         c.log_every, c.sample_every, c.checkpoint_every = 50, 1330, 1330
         if arg == 'gs_finetune':  # FID every 10 epochs (the original: in the second half)
             c.eval_every, c.eval_metrics = 10 * (H2Z_HORSES // c.batch_size), 'fid'
+        return c
+    if arg == 'crd':
+        c = crd.base_config('cycle_gan')
+        c.name = 'horse2zebra_crd'
+        c.dataset, c.train_split, c.test_split = 'unpaired_images/horse2zebra', 'train', 'test'
+        c.crd_every, c.n_dis = 10, 4
+        epochs, spe = c.n_epochs + c.n_epochs_decay, 1334
+        c.num_steps = epochs // c.crd_every * (1 + c.n_dis) * c.crd_every * spe
+        c.log_every, c.sample_every, c.checkpoint_every = 100, 5000, 10000
         return c
     if arg in ('distill', 'supernet'):
         c = gan_compression.base_config(arg)

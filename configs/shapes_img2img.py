@@ -25,6 +25,14 @@ gradient background (:mod:`anycost_jax.data.procedural_img2img`). ``get_config(a
   teacher outputs cached first (``launch/gs_cache.py``) or online (``teacher_cache`` empty). The
   workdir's ``extracted/`` is the pruned dense network; ``gs_finetune`` fine-tunes it
   (``--config.pretrained=<the gs32 / gs8 workdir>``), keeping the best by LPIPS to the teacher.
+* ``crd_recolor`` / ``crd_labels2image``: CRD (content-relationship distillation with an online
+  teacher discriminator, :mod:`anycost_jax.train.crd`) on recolor (CycleGAN: a MobileNet-ResNet
+  teacher of ngf 32 trains online; every 2 teacher epochs its A -> B generator is scored by LPIPS
+  against the test split's targets ('real/lpips', the offline measure: no FID weights needed),
+  the best so far is frozen and a MobileNet-ResNet student of ngf 8 trains 2 epochs on the RKD
+  row / column / patch, VGG16 style / feature and LSGAN-through-D_A terms; 4 + 4 teacher epochs
+  of 125 steps, 2000 steps in all) and on labels2image (pix2pix: teacher and student step
+  together). At 32 px the patches are 4 x 4 (64 per image, as 32 x 32 patches at 256 px).
 
 Expected result: ``WORKDIR/samples/<step>.png`` shows one held-out scene per row: input | output |
 target (pix2pix), A | A->B | B | B->A (CycleGAN), labels | output | target (GauGAN); shapes take
@@ -41,11 +49,34 @@ machine: see README.md ("Image-to-image models").
         --config.teacher=runs/shapes_cyclegan --config.teacher_cache=runs/shapes_teacher_cache.npz
     python launch/train.py --config=configs/shapes_img2img.py:gs_finetune --workdir=runs/shapes_gs32_ft \
         --config.teacher=runs/shapes_cyclegan --config.pretrained=runs/shapes_gs32
+    python launch/train.py --config=configs/shapes_img2img.py:crd_recolor --workdir=runs/shapes_crd_recolor
+    python launch/train.py --config=configs/shapes_img2img.py:crd_labels2image --workdir=runs/shapes_crd_labels
 """
 from anycost_jax.data import procedural_img2img
-from anycost_jax.train import gan_slimming, img2img
+from anycost_jax.train import crd, gan_slimming, img2img
 
-ARGS = ('labels2image', 'edges2image', 'recolor', 'gaugan', 'gs32', 'gs8', 'gs_finetune')
+ARGS = ('labels2image', 'edges2image', 'recolor', 'gaugan', 'gs32', 'gs8', 'gs_finetune', 'crd_recolor',
+        'crd_labels2image')
+
+
+def crd_config(task: str):
+    """CRD on the procedural ``task`` (recolor: CycleGAN; labels2image: pix2pix) at 32 px."""
+    method = 'cycle_gan' if task == 'recolor' else 'pix2pix'
+    c = crd.base_config(method)
+    c.name = f'shapes_crd_{task}'
+    c.dataset, c.test_split = img2img.PROCEDURAL + task, 'test'
+    c.resolution, c.crd_patch = 32, 4
+    c.netG, c.ngf, c.n_blocks, c.ndf, c.n_layers_D = 'mobile_resnet', 32, 9, 16, 2
+    c.student_netG, c.student_ngf = 'mobile_resnet', 8
+    c.batch_size, c.n_epochs, c.n_epochs_decay = 8, 4, 4
+    c.log_every, c.sample_every, c.checkpoint_every = 100, 500, 500
+    c.n_samples, c.eval_batch_size = 6, 8
+    if method == 'cycle_gan':
+        c.train_examples, c.crd_every, c.n_dis, c.teacher_measure = 1000, 2, 1, 'real/lpips'
+        c.num_steps = 4 * (2 + 2) * 125      # 4 cycles of 2 teacher + 2 student epochs of 125 steps
+    else:
+        c.train_examples, c.num_steps = 2000, 2000  # 250 steps per epoch
+    return c
 
 
 def get_config(arg: str = ''):
@@ -54,6 +85,8 @@ def get_config(arg: str = ''):
         raise ValueError(f'configs/shapes_img2img.py:{arg}: expected one of {ARGS}')
     if arg.startswith('gs'):
         return _gs_config(arg)
+    if arg.startswith('crd_'):
+        return crd_config(arg[len('crd_'):])
     method = {'recolor': 'cycle_gan', 'gaugan': 'gaugan'}.get(arg, 'pix2pix')
     c = img2img.base_config(method)
     c.name = f'shapes_{arg}'

@@ -22,12 +22,12 @@ import ml_collections
 from clu import metric_writers
 
 from anycost_jax import workdir as workdir_lib
-from anycost_jax.train import anycost, config_lib, gan_compression, gan_slimming, img2img, loop
+from anycost_jax.train import anycost, config_lib, crd, gan_compression, gan_slimming, img2img, loop
 
 log = logging.getLogger(__name__)
 
 FAMILIES = {'anycost': anycost, 'img2img': img2img, 'gan_compression': gan_compression,
-            'gan_slimming': gan_slimming}
+            'gan_slimming': gan_slimming, 'crd': crd}
 
 
 def family(config):
