@@ -16,8 +16,9 @@ Where ours differs from the released code, on purpose (the paper's description):
 - the angle term does not build the N x N x D tensor of difference vectors: with the Gram
   matrix G of the (centered) items, ``<s_j - s_i, s_k - s_i> = (G_jk - G_ij) - (G_ik - G_ii)``
   and ``|s_j - s_i|^2`` is its j = k entry (N x N x N values, not N x N x D). Difference vectors
-  of norm below 1e-12 are divided by 1e-12, as ``F.normalize`` does (so an exactly zero one
-  gives a zero unit vector and finite gradients; a plain norm has a NaN gradient at 0).
+  of norm below 1e-12 are divided by 1e-12, as ``F.normalize`` does: an exactly zero one (equal
+  items, e.g. two saturated rows) gives cosines 0 and the original's finite gradients (a plain
+  norm has a NaN gradient at 0), see :func:`_zero_vector_term`.
 
 Every loss of a batch is the **sum** over its images of the per-image loss (the original's
 pix2pix distiller sums over its batch; its CycleGAN distiller runs on batches of 1).
@@ -94,10 +95,10 @@ def _inner(g: Array) -> Array:
     return (g[None, :, :] - g[:, :, None]) - rel[:, None, :]
 
 
-def angles(e: Array) -> Array:
-    """``[i, j, k] -> cos`` of the angle between ``e_j - e_i`` and ``e_k - e_i`` (0 where either is
-    zero), ``[N, N, N]``, via the inner-product identity (no ``[N, N, D]`` tensor), with the
-    original's values and gradients where a difference vector is exactly zero."""
+def _angle_parts(e: Array):
+    """``(cosines [N, N, N], same [N, N], big [N, N], norm [N, N])``: the angles through the Gram
+    identity, 0 where a difference vector is exactly zero (those entries carry no gradient here:
+    see :func:`_zero_vector_term`)."""
     inner = _inner(_gram(e))
     same = _same(e)
     sq = jnp.diagonal(inner, axis1=1, axis2=2)                  # |e_j - e_i|^2, [i, j]
@@ -105,26 +106,46 @@ def angles(e: Array) -> Array:
     # through the norm, whose own gradient is NaN at 0)
     big = (sq > EPS * EPS) & ~same
     norm = jnp.where(big, jnp.sqrt(jnp.where(big, sq, 1.)), EPS)
+    zero = same[:, :, None] | same[:, None, :]
+    return jnp.where(zero, 0., inner / (norm[:, :, None] * norm[:, None, :])), same, big, norm
+
+
+def angles(e: Array) -> Array:
+    """``[i, j, k] -> cos`` of the angle between ``e_j - e_i`` and ``e_k - e_i`` (0 where either is
+    zero, as ``F.normalize`` makes it), ``[N, N, N]``, via the inner-product identity (no
+    ``[N, N, D]`` tensor)."""
+    return _angle_parts(e)[0]
+
+
+def _zero_vector_term(e: Array, w: Array, same: Array, big: Array, norm: Array) -> Array:
+    """A scalar of value 0 whose gradient is what the original's zero difference vectors add.
+
+    The original normalizes ``e_j - e_i == 0`` by the constant eps: its cosines are 0, but
+    d cos_ijk / d(e_j - e_i) = u_ik / eps (u_ik the unit vector of e_k - e_i; 0 too when that is
+    zero). With ``w = dL / dcos`` (known in the forward pass: a smooth-L1 of the cosines), that
+    gradient is the one of ``sum_ijk c_ijk <e_j - e_i, const(e_k - e_i)>``, ``c = w / (eps |e_k -
+    e_i|)`` on those entries; expanded in ``h[a, b] = <e_a, const e_b>`` it needs only N x N sums of
+    ``c`` (no N x N x D tensor, nothing N x N x N kept for the backward pass), and it reaches rows
+    i and j only, exactly."""
     zero_j, zero_k = same[:, :, None], same[:, None, :]
-    regular = jnp.where(zero_j | zero_k, 0., inner / (norm[:, :, None] * norm[:, None, :]))
-    # A zero difference vector e_j - e_i gives a zero unit vector (cosines 0), but its gradient is
-    # that of (e_j - e_i) / eps: d cos / d(e_j - e_i) = u_ik / eps (u_ik the other unit vector; 0
-    # too when e_k == e_i). Written apart, linear in the live rows only (h's second factor a
-    # constant), so the 1 / eps weights reach rows i and j exactly and nothing else.
-    h = e @ jax.lax.stop_gradient(e).T                            # h[a, b] = <e_a, const e_b>
-    lin = (h[None, :, :] - h.T[:, :, None]) - (h - jnp.diag(h)[:, None])[:, None, :]
-    lin = lin - jax.lax.stop_gradient(lin)                         # value 0, gradient <d(e_j - e_i), e_k - e_i>
-    live_k = zero_j & ~zero_k                                      # e_j == e_i, e_k != e_i
-    live_j = zero_k & ~zero_j
     safe = jnp.where(big, norm, 1.)
-    degenerate = (jnp.where(live_k, lin / (EPS * safe[:, None, :]), 0.)
-                  + jnp.where(live_j, jnp.swapaxes(lin, 1, 2) / (EPS * safe[:, :, None]), 0.))
-    return regular + degenerate
+    c = jnp.where(zero_j & ~zero_k, w / (EPS * safe[:, None, :]), 0.)   # e_j == e_i: coefficient of [i, j, k]
+    c_k = jnp.where(zero_k & ~zero_j, w / (EPS * safe[:, :, None]), 0.)  # e_k == e_i: of [i, k, j]
+    c = jax.lax.stop_gradient(c + jnp.swapaxes(c_k, 1, 2))
+    h = e @ jax.lax.stop_gradient(e).T
+    # sum_ijk c_ijk (h_jk - h_ji - h_ik + h_ii)
+    term = (jnp.sum(jnp.sum(c, 0) * h) - jnp.sum(jnp.sum(c, 2) * h.T) - jnp.sum(jnp.sum(c, 1) * h)
+            + jnp.sum(jnp.sum(c, (1, 2)) * jnp.diag(h)))
+    return term - jax.lax.stop_gradient(term)
 
 
 def rkd_angle(student: Array, teacher: Array) -> Array:
     """RKD's angle term (smooth-L1 between the angle tensors); items [N, D]."""
-    return smooth_l1(angles(student), jax.lax.stop_gradient(angles(teacher)))
+    t = jax.lax.stop_gradient(angles(teacher))
+    s, same, big, norm = _angle_parts(student)
+    diff = jax.lax.stop_gradient(s - t)
+    w = jnp.where(jnp.abs(diff) < 1, diff, jnp.sign(diff)) / diff.size   # d smooth_l1 / d s
+    return smooth_l1(s, t) + _zero_vector_term(student, w, same, big, norm)
 
 
 def rkd(student: Array, teacher: Array, w_distance: float = 1., w_angle: float = 2.) -> Array:
