@@ -102,6 +102,15 @@ def test_upstream_configs():
     assert (u.netG, u.student_netG, u.norm) == ('unet', 'unet', 'batch')
 
 
+def test_student_is_the_papers_size():
+    """mobile_resnet_9blocks of ngf 16: 1.41G MACs at 256 px (torchprofile's count)."""
+    import jax.numpy as jnp
+    from anycost_jax import macs
+    x = jax.ShapeDtypeStruct((1, 256, 256, 3), jnp.float32)
+    student = crd.build_student(horse2zebra.get_config('crd'))
+    assert round(macs.count_macs(student, x, convention='torchprofile') / 1e9, 2) == 1.41
+
+
 def test_student_schedule_follows_the_teacher_epochs():
     c = _tiny(n_epochs=2, n_epochs_decay=2, crd_every=1, lr=1.)
     sched = crd.student_schedule(c, spe=3)  # a student phase: 3 steps
