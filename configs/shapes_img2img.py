@@ -26,13 +26,16 @@ gradient background (:mod:`anycost_jax.data.procedural_img2img`). ``get_config(a
   workdir's ``extracted/`` is the pruned dense network; ``gs_finetune`` fine-tunes it
   (``--config.pretrained=<the gs32 / gs8 workdir>``), keeping the best by LPIPS to the teacher.
 * ``crd_recolor`` / ``crd_labels2image``: CRD (content-relationship distillation with an online
-  teacher discriminator, :mod:`anycost_jax.train.crd`) on recolor (CycleGAN: a MobileNet-ResNet
-  teacher of ngf 32 trains online; every 2 teacher epochs its A -> B generator is scored by LPIPS
-  against the test split's targets ('real/lpips', the offline measure: no FID weights needed),
-  the best so far is frozen and a MobileNet-ResNet student of ngf 8 trains 2 epochs on the RKD
-  row / column / patch, VGG16 style / feature and LSGAN-through-D_A terms; 4 + 4 teacher epochs
-  of 125 steps, 2000 steps in all) and on labels2image (pix2pix: teacher and student step
-  together). At 32 px the patches are 4 x 4 (64 per image, as 32 x 32 patches at 256 px).
+  teacher discriminator, :mod:`anycost_jax.train.crd`) on recolor (CycleGAN: the recolor demo's
+  teacher, ResNet ngf 8 with 6 blocks, trains online; every 2 teacher epochs its A -> B generator
+  is scored by LPIPS against the test split's targets ('real/lpips', the offline measure: no FID
+  weights needed), the best so far is frozen and a MobileNet-ResNet student of ngf 8 (6 blocks)
+  trains 2 epochs on the RKD row / column / patch, VGG16 style / feature and LSGAN-through-D_A
+  terms; 4 + 4 teacher epochs of 125 steps, 2000 steps in all) and on labels2image (pix2pix: the
+  labels2image demo's teacher, MobileNet-ResNet ngf 16, and a student of ngf 8 step together,
+  2000 steps). At 32 px the patches are 4 x 4 (64 per image, as 32 x 32 patches at 256 px). The
+  upstream's teachers and students are MobileNet-ResNets of ngf 64 and 16 (``horse2zebra.py:crd``);
+  these are sized for a CPU, where each student step's VGG16 (4 passes over the batch) dominates.
 
 Expected result: ``WORKDIR/samples/<step>.png`` shows one held-out scene per row: input | output |
 target (pix2pix), A | A->B | B | B->A (CycleGAN), labels | output | target (GauGAN); shapes take
@@ -66,8 +69,11 @@ def crd_config(task: str):
     c.name = f'shapes_crd_{task}'
     c.dataset, c.test_split = img2img.PROCEDURAL + task, 'test'
     c.resolution, c.crd_patch = 32, 4
-    c.netG, c.ngf, c.n_blocks, c.ndf, c.n_layers_D = 'mobile_resnet', 32, 9, 16, 2
-    c.student_netG, c.student_ngf = 'mobile_resnet', 8
+    # CPU-sized: the recolor / labels2image demos' teachers (depthwise convs are slow on XLA:CPU),
+    # a MobileNet-ResNet student of the same base width (about 1/4 of their MACs)
+    c.netG, c.ngf, c.n_blocks, c.ndf, c.n_layers_D = ('resnet', 8, 6, 16, 2) if method == 'cycle_gan' else \
+        ('mobile_resnet', 16, 9, 16, 2)
+    c.student_netG, c.student_ngf = 'mobile_resnet', 8  # n_blocks: the teacher's
     c.batch_size, c.n_epochs, c.n_epochs_decay = 8, 4, 4
     c.log_every, c.sample_every, c.checkpoint_every = 100, 500, 500
     c.n_samples, c.eval_batch_size = 6, 8
