@@ -52,7 +52,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.sharding import PartitionSpec as P
 
 from anycost_jax import modeldir, sharding
 from anycost_jax import workdir as workdir_lib
@@ -134,11 +133,13 @@ def check(config, workdir: str) -> None:
     if config.student_netG not in STUDENT_NETGS:
         raise ValueError(f'config.student_netG={config.student_netG!r}: CRD\'s students are {STUDENT_NETGS}')
     if config.student_netG == 'unet' and config.method == 'cycle_gan':
-        raise ValueError('config.student_netG="unet": the CycleGAN student is a mobile_resnet (the U-Net is for pix2pix)')
+        raise ValueError('config.student_netG="unet": the CycleGAN student is a mobile_resnet '
+                         '(the U-Net is for pix2pix)')
     img2img._check_resolution(student_config(config))
     if config.student_ngf > config.ngf:
-        raise ValueError(f'config.student_ngf={config.student_ngf} is wider than its teacher (config.ngf={config.ngf}): '
-                         f'a student is at most as wide; use config.student_ngf <= {config.ngf} (CRD: 16)')
+        raise ValueError(f'config.student_ngf={config.student_ngf} is wider than its teacher '
+                         f'(config.ngf={config.ngf}): a student is at most as wide; use config.student_ngf <= '
+                         f'{config.ngf} (CRD: 16)')
     crd_loss.check_patches(config.resolution, config.resolution, config.crd_patch)
     if config.n_dis < 1:
         raise ValueError(f'config.n_dis={config.n_dis} must be >= 1')
@@ -346,8 +347,8 @@ def score(config, gen, variables, workdir: str, measure: str, cache: dict) -> fl
     from anycost_jax.eval import img2img_quality as quality_lib
     tcfg = teacher_config(config)
     if measure == 'fid':
-        stats = config.fid_stats or os.path.join(
-            workdir, 'fid_stats', f"{config.dataset.replace('/', '_')}_{config.test_split}_AtoB_{config.resolution}.npz")
+        name = f"{config.dataset.replace('/', '_')}_{config.test_split}_AtoB_{config.resolution}.npz"
+        stats = config.fid_stats or os.path.join(workdir, 'fid_stats', name)
         return float(img2img.fid(tcfg, gen, variables, img2img.feature_extractor(config), direction='AtoB',
                                  batch_size=config.eval_batch_size, stats_path=stats.replace('{direction}', 'AtoB')))
     if 'batches' not in cache:
