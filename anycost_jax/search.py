@@ -51,8 +51,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import json
 import math
+import os
+import pickle
 import time
 from typing import Any, Callable, Hashable, Iterable, Mapping, Optional, Protocol, Sequence, TypeVar
 
@@ -218,7 +221,7 @@ def evolve(space: Space[C], budget: int, fitness_fn: FitnessFn, *, population: i
            parent_ratio: float = 0.25, mutation_ratio: float = 0.5, mutate_prob: float = 0.1, seed: int = 0,
            max_retries: int = 1000, seed_uniform: bool = True, cache: Optional[dict] = None,
            callback: Optional[Callable[[int, list[C]], None]] = None,
-           progress: Optional[Callable[[Progress], None]] = None) -> SearchResult:
+           progress: Optional[Callable[[Progress], None]] = None, state_path: Optional[str] = None) -> SearchResult:
     """Evolves candidates with at most ``budget`` MACs; ``iterations`` generations after the first.
 
     ``fitness_fn(candidates) -> distances`` (lower is better) is called once per generation
@@ -228,6 +231,11 @@ def evolve(space: Space[C], budget: int, fitness_fn: FitnessFn, *, population: i
     ``progress`` a :class:`Progress` before and after each generation is scored. Its ETA takes
     the time per candidate scored so far times the most the remaining generations can score
     (all but the parents, which are cached): an upper estimate once compilation is past.
+
+    ``state_path``: a file the search checkpoints to before each generation is scored (the
+    population to score, the random generator's state, the scores so far); a search started
+    again with the same file and settings resumes there and ends with the same result as one
+    never interrupted (:func:`load_evolution_state`). Settings that differ are refused.
     """
     budget = int(budget)
     if population < 2 or iterations < 0 or max_retries < 1:
@@ -240,6 +248,9 @@ def evolve(space: Space[C], budget: int, fitness_fn: FitnessFn, *, population: i
     n_children = population - n_parents - n_mutants
     space = space.feasible(budget)
     rng = np.random.default_rng(seed)
+    settings = dict(budget=budget, population=population, iterations=iterations, parent_ratio=parent_ratio,
+                    mutation_ratio=mutation_ratio, mutate_prob=mutate_prob, seed=seed, seed_uniform=seed_uniform)
+    saved = load_evolution_state(state_path, settings) if state_path else None
 
     def draw(make: Callable[[], C], what: str) -> C:
         for _ in range(max_retries):
@@ -251,18 +262,23 @@ def evolve(space: Space[C], budget: int, fitness_fn: FitnessFn, *, population: i
                            f'max_retries, or restrict the space')
 
     pop: list = []
-    if seed_uniform:
+    if saved is None and seed_uniform:
         seeds: dict = {}
         for c in space.seeds(budget):
             if c.macs <= budget:
                 seeds.setdefault(c.key, c)
         pop = list(seeds.values())
-    while len(pop) < population:
+    while saved is None and len(pop) < population:
         pop.append(draw(lambda: space.random(rng), 'random candidate'))
 
     scorer = _Scorer(fitness_fn, cache)
     history: list[list] = []
     evaluated: dict = {}
+    first = 0
+    if saved is not None:
+        first, pop, history, evaluated = saved['generation'], saved['pop'], saved['history'], saved['evaluated']
+        rng.bit_generator.state = saved['rng']
+        scorer.cache.update(saved['cache'])
     start, n_scored = time.perf_counter(), 0
 
     def report(generation, to_score, scored_pop):
@@ -273,7 +289,11 @@ def evolve(space: Space[C], budget: int, fitness_fn: FitnessFn, *, population: i
         eta = elapsed / n_scored * left if n_scored else None
         progress(Progress(generation, iterations, to_score, scored_pop, elapsed, eta))
 
-    for generation in range(iterations + 1):
+    for generation in range(first, iterations + 1):
+        if state_path:
+            _save_evolution_state(state_path, dict(settings=settings, generation=generation, pop=pop, history=history,
+                                                   evaluated=evaluated, rng=rng.bit_generator.state,
+                                                   cache=scorer.cache))
         to_score = scorer.count_new(pop)
         report(generation, to_score, None)
         pop = _sort(scorer(pop))
@@ -296,9 +316,36 @@ def evolve(space: Space[C], budget: int, fitness_fn: FitnessFn, *, population: i
 
         children = [draw(cross, 'crossover child') for _ in range(n_children)]
         pop = parents + mutants + children
+    if state_path and first <= iterations:  # finished: a run started again returns this at once
+        _save_evolution_state(state_path, dict(settings=settings, generation=iterations + 1, pop=pop,
+                                               history=history, evaluated=evaluated, rng=rng.bit_generator.state,
+                                               cache=scorer.cache))
     evaluated_list = list(evaluated.values())
     best = _sort(evaluated_list)[0]
     return SearchResult(budget, best, history, evaluated_list, pareto_frontier(evaluated_list))
+
+
+def _save_evolution_state(path: str, state: dict) -> None:
+    """Pickled (candidates are plain dataclasses), written whole or not at all (temporary file + rename)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + '.tmp', 'wb') as f:
+        pickle.dump(state, f)
+    os.replace(path + '.tmp', path)
+
+
+def load_evolution_state(path: str, settings: Mapping[str, Any]) -> Optional[dict]:
+    """The checkpoint :func:`evolve` wrote to ``path`` (None if there is none), refused (ValueError)
+    when it was written by a search of other settings."""
+    if not os.path.exists(path):
+        return None
+    with open(path, 'rb') as f:
+        state = pickle.load(f)
+    diff = {k: (state['settings'].get(k), v) for k, v in settings.items() if state['settings'].get(k) != v}
+    if diff:
+        raise ValueError(f'{path} checkpoints a search with other settings '
+                         f'({", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())}); '
+                         'run it with those settings to resume it, or delete the file to start afresh')
+    return state
 
 
 def search(space: Space, budgets: Sequence[int], fitness_fn: FitnessFn, *,
@@ -311,6 +358,158 @@ def search(space: Space, budgets: Sequence[int], fitness_fn: FitnessFn, *,
         raise ValueError(f'need one distinct name per budget, got {names} for {list(budgets)}')
     cache = {} if cache is None else cache
     return {n: evolve(space, b, fitness_fn, cache=cache, **kwargs) for n, b in zip(names, budgets)}
+
+
+# ---------------------------------------------------------------------- brute force, sharded and resumable
+
+BRUTE_FORCE_HEADER = 'brute_force'
+
+
+def shard_of(n: int, seed: int, shard: int, num_shards: int) -> np.ndarray:
+    """Indices of ``shard`` of ``num_shards`` (numpy's ``array_split``) of ``n`` items shuffled by ``seed``:
+    the shards share the costly and the cheap configurations alike, as the original's ``search.py``."""
+    if not 0 <= shard < num_shards:
+        raise ValueError(f'shard {shard} is not in [0, {num_shards}): pass 0 <= --shard < --num_shards')
+    return np.array_split(np.random.default_rng(seed).permutation(n), num_shards)[shard]
+
+
+def _read_records(path: str) -> tuple[dict, list[dict]]:
+    """``(header, records)`` of a brute-force progress file; a last line torn by a kill is dropped
+    (and the file rewritten without it), anything else unreadable is an error."""
+    with open(path) as f:
+        lines = f.read().split('\n')
+    torn = lines and lines[-1] != ''  # a complete file ends with a newline
+    rows = []
+    for i, line in enumerate(lines[:-1] if torn else lines):
+        if line:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise ValueError(f'{path}: line {i + 1} is not JSON; not a brute-force progress file?') from None
+    if torn:
+        with open(path + '.tmp', 'w') as f:
+            f.write(''.join(json.dumps(r) + '\n' for r in rows))
+        os.replace(path + '.tmp', path)
+    if not rows or rows[0].get('kind') != BRUTE_FORCE_HEADER:
+        raise ValueError(f'{path} is not a brute-force progress file (no header line)')
+    return rows[0], rows[1:]
+
+
+def brute_force(space, budget: int, fitness_fn: FitnessFn, progress_file: str, *, seed: int = 0, shard: int = 0,
+                num_shards: int = 1, fitness_name: str = '', chunk: int = 8,
+                progress: Optional[Callable[[int, int], None]] = None) -> list[dict]:
+    """Scores every configuration of ``shard`` (of ``num_shards``) of ``space.enumerate()`` within ``budget``.
+
+    The configurations are shuffled by ``seed`` and split (:func:`shard_of`); each is costed, and
+    those within the budget are scored ``chunk`` at a time. Every result is appended to
+    ``progress_file`` (JSON lines: a header, then ``{"config", "macs", "dist"}``; ``dist`` null when
+    the configuration was over the budget of its run), flushed as it comes, so a killed run started
+    again skips what is recorded, and a later run with a larger budget scores only what it newly
+    admits (the original's ``--restore_pkl_path``). The header (``fitness_name``, seed, shards, the
+    space's size) must match a file resumed. Returns the shard's records; :func:`merge_brute_force`
+    reads every shard's file and picks the best.
+    """
+    budget = int(budget)
+    space = space.feasible(budget)
+    configs = list(space.enumerate())
+    order = shard_of(len(configs), seed, shard, num_shards)
+    header = {'kind': BRUTE_FORCE_HEADER, 'fitness': fitness_name, 'seed': seed, 'shard': shard,
+              'num_shards': num_shards, 'space_size': len(configs), 'shard_size': len(order)}
+    done: dict = {}
+    if os.path.exists(progress_file):
+        old, rows = _read_records(progress_file)
+        diff = [f'{k}: {old.get(k)!r} there, {v!r} now' for k, v in header.items() if old.get(k) != v]
+        if diff:
+            raise ValueError(f'{progress_file} records another brute-force search ({"; ".join(diff)}); use its '
+                             'settings to resume it, or another file')
+        done = {tuple(r['config']): r for r in rows}
+    else:
+        os.makedirs(os.path.dirname(os.path.abspath(progress_file)), exist_ok=True)
+        with open(progress_file, 'w') as f:
+            f.write(json.dumps(header) + '\n')
+    todo = [tuple(configs[i]) for i in order]
+    todo = [c for c in todo if c not in done or (done[c]['dist'] is None and done[c]['macs'] <= budget)]
+    finished = len(order) - len(todo)
+    with open(progress_file, 'a') as f:
+        def write(rows):
+            nonlocal finished
+            for r in rows:
+                done[tuple(r['config'])] = r
+                f.write(json.dumps(r) + '\n')
+            f.flush()
+            os.fsync(f.fileno())
+            finished += len(rows)
+            if progress is not None:
+                progress(finished, len(order))
+
+        def score(batch):
+            dists = list(fitness_fn(batch))
+            if len(dists) != len(batch):
+                raise ValueError(f'fitness_fn returned {len(dists)} values for {len(batch)} candidates')
+            bad = [(b, d) for b, d in zip(batch, dists) if not math.isfinite(float(d))]
+            if bad:
+                raise FloatingPointError(f'fitness of {bad[0][0]} is {bad[0][1]}')
+            write([{'config': list(b.config), 'macs': int(b.macs), 'dist': float(d)} for b, d in zip(batch, dists)])
+
+        batch: list = []
+        for config in todo:
+            c = space.candidate(config)
+            if c.macs > budget:
+                write([{'config': list(config), 'macs': int(c.macs), 'dist': None}])
+                continue
+            batch.append(c)
+            if len(batch) == chunk:
+                score(batch)
+                batch = []
+        if batch:
+            score(batch)
+    return [done[tuple(configs[i])] for i in order]
+
+
+def merge_brute_force(paths: Sequence[str], space, budget: int, *, partial: bool = False) -> SearchResult:
+    """The best configuration within ``budget`` over every shard's progress file (``paths``).
+
+    Every shard of one search must be there and complete, else ValueError names what is
+    missing (``partial``: merge what there is, e.g. to look at a search still running).
+    Configurations recorded over the budget of their run but within ``budget`` are not scored: an
+    error, unless ``partial``.
+    """
+    budget = int(budget)
+    headers, records = [], {}
+    for p in paths:
+        h, rows = _read_records(p)
+        headers.append((p, h))
+        for r in rows:
+            if r['dist'] is not None or tuple(r['config']) not in records:
+                records[tuple(r['config'])] = r
+    if not headers:
+        raise ValueError('merge: no progress files')
+    first = headers[0][1]
+    for p, h in headers:
+        for k in ('fitness', 'seed', 'num_shards', 'space_size'):
+            if h[k] != first[k]:
+                raise ValueError(f'merge: {p} has {k}={h[k]!r}, {headers[0][0]} {first[k]!r}: not one search')
+    problems = []
+    if not partial:
+        shards = {h['shard'] for _, h in headers}
+        missing = sorted(set(range(first['num_shards'])) - shards)
+        if missing:
+            problems.append(f'shards {missing} of {first["num_shards"]} have no progress file')
+        if len(records) < first['space_size'] and not missing:
+            problems.append(f'{len(records)} of {first["space_size"]} configurations recorded: a shard is '
+                            'still running or was stopped; run it again to finish')
+        unscored = [r for r in records.values() if r['dist'] is None and r['macs'] <= budget]
+        if unscored:
+            problems.append(f'{len(unscored)} configurations within {budget:,} MACs were skipped by a run of a '
+                            'smaller budget; run the shards again with this budget')
+        if problems:
+            raise ValueError(f'merge: {"; ".join(problems)} (or merge what there is with partial=True)')
+    scored = [ConfigCandidate(tuple(r['config']), int(r['macs']), float(r['dist']))
+              for r in records.values() if r['dist'] is not None and r['macs'] <= budget]
+    if not scored:
+        raise ValueError(f'merge: no configuration within {budget:,} MACs is scored yet')
+    scored = _sort(scored)
+    return SearchResult(budget, scored[0], [scored], scored, pareto_frontier(scored))
 
 
 def best_under(candidates: Mapping[str, C], budget: int) -> Optional[tuple[str, C]]:
@@ -588,6 +787,26 @@ class ResnetSpace:
         if width not in self.uniform_widths():
             raise ValueError(f'width {width} is not offered by every entry; uniform widths: {self.uniform_widths()}')
         return self.candidate((width,) * len(self.choices))
+
+    def enumerate(self) -> Iterable[tuple[int, ...]]:
+        """Every configuration, in a fixed order (for :func:`brute_force`)."""
+        return itertools.product(*self.choices)
+
+    def parse(self, config_str: str) -> ConfigCandidate:
+        """The candidate of a config string such as '48_32_40_40_32_48_16_24'; ValueError, naming the entry,
+        for one outside the space."""
+        try:
+            config = tuple(int(c) for c in str(config_str).split('_'))
+        except ValueError:
+            config = ()
+        if len(config) != len(self.choices):
+            raise ValueError(f'config {config_str!r} is not {len(self.choices)} widths joined by "_", '
+                             f'e.g. {self.cheapest().config_str!r}')
+        for i, (c, entry) in enumerate(zip(config, self.choices)):
+            if c not in entry:
+                raise ValueError(f'config {config_str!r} is outside the search space: entry {i} is {c}, the space '
+                                 f'offers {list(entry)} there')
+        return self.candidate(config)
 
     # -------------------------------------------------------------- the Space protocol
 
