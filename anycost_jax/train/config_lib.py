@@ -30,6 +30,29 @@ CHANNEL_MODES = ('uniform', 'flexible', 'sandwich')  # elastic.SAMPLING_MODES; n
 RESUME_KEYS = ('resolution', 'model', 'n_res', 'channel_mode', 'conditioned_d', 'dataset', 'seed', 'batch_size')
 # In a pipeline stage's tune_from / teacher: the previous stage's work directory.
 PREVIOUS = '@previous'
+# In any string field of a pipeline stage: '@stage:NAME' is the work directory of the earlier stage NAME.
+STAGE_REF = '@stage:'
+# Pipeline steps that train nothing (a family runs them with run_task): num_steps does not apply.
+TASKS = ('search', 'export')
+
+
+def stage_ref(name: str) -> str:
+    """The value that names stage ``name``'s work directory in a later stage's field."""
+    return STAGE_REF + name
+
+
+def resolve_refs(config: ml_collections.ConfigDict, stage_dirs: dict) -> list[str]:
+    """Replaces every ``'@stage:NAME'`` field of ``config`` by ``stage_dirs[NAME]``; returns the fields
+    replaced. ValueError for a name that is not an earlier stage."""
+    done = []
+    for key, value in config.items():
+        if isinstance(value, str) and value.startswith(STAGE_REF):
+            name = value[len(STAGE_REF):]
+            if name not in stage_dirs:
+                raise ValueError(f'config: {key}={value!r} names no earlier stage (earlier: {sorted(stage_dirs)})')
+            config[key] = stage_dirs[name]
+            done.append(key)
+    return done
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -147,9 +170,15 @@ def stage_configs(config) -> list[tuple[str, ml_collections.ConfigDict]]:
 def check(config) -> None:
     """Raises ValueError for a config that cannot run, saying which field to change."""
     if 'pipeline' in config:
+        earlier = {}
         for i, (name, c) in enumerate(stage_configs(config)):
             if i == 0 and PREVIOUS in (c.tune_from, c.teacher):
                 raise ValueError(f'config: the first stage ({name}) has no previous stage for tune_from / teacher')
+            try:
+                resolve_refs(c, earlier)
+            except ValueError as e:
+                raise ValueError(f'{e} (in stage {name!r}: config.stage.{name})') from None
+            earlier[name] = name
             try:
                 check(c)
             except ValueError as e:
@@ -161,7 +190,8 @@ def check(config) -> None:
             raise ValueError(f'config: {msg}')
     need(config.resolution >= 8 and config.resolution & (config.resolution - 1) == 0,
          f'resolution={config.resolution} must be a power of two >= 8')
-    need(config.batch_size >= 1 and config.num_steps >= 1, 'batch_size and num_steps must be positive')
+    need(config.batch_size >= 1 and (config.get('method') in TASKS or config.num_steps >= 1),
+         'batch_size and num_steps must be positive')
     need(config.bf16_from_res == 0 or config.bf16_from_res in [4 * 2 ** i for i in range(9)],
          f'bf16_from_res={config.bf16_from_res!r}; expected 0 (off) or a power of two from 4 to 1024')
     need(config.channel_mode in (None,) + CHANNEL_MODES,

@@ -53,10 +53,13 @@ from anycost_jax.train import loop
 
 log = logging.getLogger(__name__)
 
-METHODS = ('distill', 'supernet')
+METHODS = ('distill', 'supernet', 'finetune')
+TASKS = ('search', 'export')  # pipeline steps that train nothing (:mod:`.gan_compression_search`)
 RESUME_KEYS = ('method', 'dataset', 'resolution', 'teacher', 'teacher_netG', 'pretrained', 'student_ngf',
                'discriminator', 'seed', 'batch_size', 'gan_mode', 'direction', 'preprocess', 'load_size',
-               'search_space', 'weighted_sample', 'weight_strategy', 'holdout_examples')
+               'search_space', 'weighted_sample', 'weight_strategy', 'holdout_examples', 'searched', 'config_str',
+               'supernet', 'budget', 'search_method', 'measure', 'search_split', 'population', 'iterations',
+               'num_shards')
 EVAL_METRICS = ('fid', 'quality')
 PAIRED_TASKS = ('labels2image', 'edges2image')
 
@@ -67,15 +70,22 @@ def base_config(method: str = 'distill') -> ml_collections.ConfigDict:
     (0.5, 0.999), the base options' 5 + 15 epochs; the supernet's ``--config_set channels-48``,
     uniform sampling (``weighted_sample`` 1, 'arithmetic' weights above 1); the data fields are
     the image-to-image family's (:func:`anycost_jax.train.img2img.base_config`)."""
-    if method not in METHODS:
-        raise ValueError(f'method={method!r}: the gan_compression family has {METHODS}')
+    if method not in METHODS + TASKS:
+        raise ValueError(f'method={method!r}: the gan_compression family has {METHODS + TASKS}')
     c = img2img.base_config('pix2pix')
     c.family, c.method, c.name = 'gan_compression', method, method
     c.eval_metrics = 'fid,quality'      # with eval_every: what the student (largest / smallest configs) gets
-    if method == 'supernet':  # only there: a distill run's config (and its resume) is as before
+    everything = method in TASKS        # a search / export step's config is also a pipeline's shared one
+    if method == 'supernet' or everything:  # only there: a distill run's config (and its resume) is as before
         c.search_space = 'channels-48'  # a name of elastic.img2img.RESNET_SEARCH_SPACES, or the lists
         c.weighted_sample, c.weight_strategy = 1., 'arithmetic'
         c.holdout_examples = 0          # the last training examples kept out of training, for the search
+    if method == 'finetune' or everything:
+        c.searched = ''                 # the sub-network to fine-tune: a search step's workdir or a model dir
+        c.config_str = ''               # or this configuration of the supernet in `pretrained`
+    if everything:
+        from anycost_jax.train import gan_compression_search as gcs
+        gcs.add_task_fields(c)
     c.teacher, c.teacher_netG = '', 'mobile_resnet_9blocks'  # a workdir, model dir or .pth (+ its --netG)
     c.pretrained = ''                   # the student's initialization before pruning ('': the teacher)
     c.discriminator = ''                # '': the teacher run's discriminator
@@ -132,6 +142,8 @@ def load_student(config, teacher):
                                                         netG=config.teacher_netG)
     else:
         gen, variables = teacher
+    if config.method == 'finetune':
+        return finetune_student(config)
     if config.student_ngf > gen.ngf:
         raise ValueError(f'config.student_ngf={config.student_ngf} is wider than the network it is pruned from '
                          f'(ngf {gen.ngf}); a student is at most as wide')
@@ -143,6 +155,30 @@ def load_student(config, teacher):
     if gen.ngf != config.student_ngf:
         gen, variables = resnet.prune(gen, variables, config.student_ngf)
     return gen.clone(clamp_input=True), variables
+
+
+def finetune_student(config):
+    """The fixed sub-network the ``finetune`` stage trains: ``config.searched`` (a search step's workdir
+    or a model directory of an exported sub-network) as it is, or the supernet in ``config.pretrained``
+    (or ``searched``) exported at ``config.config_str`` (the original's ``--config_str``)."""
+    source = config.searched or config.pretrained
+    if not source:
+        raise ValueError('config.method=finetune needs the sub-network: --config.searched=<a search step\'s workdir '
+                         'or an exported sub-network> or --config.pretrained=<the supernet> --config.config_str=...')
+    gen, variables = convert.load_img2img_generator(_run_part(source, workdir_lib.GENERATOR), netG=config.teacher_netG)
+    if not isinstance(gen, resnet.ResnetGenerator):
+        raise ValueError(f'{source!r} is a {type(gen).__name__}; fine-tuning takes a ResNet / MobileNet-ResNet one')
+    if config.config_str:
+        if gen.widths is not None:
+            raise ValueError(f'{source!r} is already a sub-network; config.config_str applies to a supernet')
+        try:
+            return resnet.export(gen.clone(clamp_input=True), variables, config.config_str)
+        except ValueError as e:
+            raise ValueError(f'config.config_str={config.config_str!r}: {e}') from None
+    if gen.widths is None:
+        raise ValueError(f'{source!r} is a full-width network: pass --config.config_str to fine-tune one of its '
+                         'configurations (or a search step\'s workdir as --config.searched)')
+    return gen, variables
 
 
 def load_discriminator(config):
@@ -180,9 +216,12 @@ def eval_metrics(config) -> tuple[str, ...]:
 
 
 def check(config, workdir: str) -> None:
+    if config.method in TASKS:
+        from anycost_jax.train import gan_compression_search as gcs
+        return gcs.check_task(config, workdir)
     del workdir
     if config.method not in METHODS:
-        raise ValueError(f'config.method={config.method!r}: the gan_compression family has {METHODS}')
+        raise ValueError(f'config.method={config.method!r}: the gan_compression family has {METHODS + TASKS}')
     img2img.procedural_task(data_config(config))
     steps_lib.DistillConfig(config.gan_mode, config.lambda_gan, config.lambda_recon, config.lambda_distill,
                             config.recon, paired(config))
@@ -193,6 +232,8 @@ def check(config, workdir: str) -> None:
             raise ValueError(f'config.holdout_examples={config.holdout_examples} must be >= 0')
     teacher, _ = load_teacher(config)
     distill.resnet_mapping_layers(teacher.n_blocks)
+    if config.method == 'finetune':
+        finetune_student(config)
     if config.batch_size % jax.device_count():
         raise ValueError(f'config.batch_size={config.batch_size} must be a multiple of the {jax.device_count()} devices')
     if config.eval_every and 'fid' in eval_metrics(config):  # missing Inception weights fail now
@@ -369,65 +410,34 @@ def export(config, state, workdir: str, student=None, disc=None) -> None:
              'supernet' if config.method == 'supernet' else 'distilled student', config.student_ngf, workdir)
 
 
-# ---------------------------------------------------------------------------- search and export
+# ---------------------------------------------------------------------------- search, export and tasks
+# (:mod:`anycost_jax.train.gan_compression_search`; here for the trainer and for existing callers)
 
-# evolution_search.py's defaults
-SEARCH_DEFAULTS = dict(population=100, iterations=500, parent_ratio=0.25, mutation_ratio=0.5, mutate_prob=0.2)
 SEARCHED = 'searched'  # WORKDIR/searched/<budget name>: the found sub-networks
 
 
+def search_supernet(workdir: str, budget: float, **kw):
+    """:func:`anycost_jax.train.gan_compression_search.search_supernet`."""
+    from anycost_jax.train import gan_compression_search as gcs
+    return gcs.search_supernet(workdir, budget, **kw)
+
+
 def search_batches(config, split: str, teacher) -> list[tuple]:
-    """The search's held-out batches: ``split`` 'holdout' is the training examples the stage kept out
-    (``holdout_examples``), any other name a split of the dataset."""
-    dcfg = data_config(config)
-    if split != 'holdout':
-        return heldout_batches(config, split, config.eval_batch_size, teacher)
-    if not config.holdout_examples:
-        raise ValueError('the supernet trained on every training example (config.holdout_examples=0): train it '
-                         "with --config.holdout_examples=N to search on held-out training examples, or pass "
-                         "split='test' (the test split)")
-    _, held = split_holdout(img2img.source_of(dcfg, dcfg.train_split), config.holdout_examples)
-    return heldout_batches(config, dcfg.train_split, min(config.eval_batch_size, config.holdout_examples),
-                           teacher, source=held)
+    """:func:`anycost_jax.train.gan_compression_search.search_batches`."""
+    from anycost_jax.train import gan_compression_search as gcs
+    return gcs.search_batches(config, split, teacher)
 
 
-def search_supernet(workdir: str, budget: float, *, measure: str = 'teacher/lpips', split: str = 'holdout',
-                    output: Optional[str] = None, image_size: Optional[int] = None, seed: int = 0,
-                    cache: Optional[dict] = None, progress=None, **evolve_kw):
-    """Searches the supernet trained in ``workdir`` for the sub-network of at most ``budget`` MACs with
-    the best ``measure``, and exports it.
+def run_task(config, workdir: str):
+    from anycost_jax.train import gan_compression_search as gcs
+    return gcs.run_task(config, workdir)
 
-    Args:
-      workdir: a ``supernet`` stage's workdir (its ``config.json`` and exported ``generator/``).
-      budget: MACs at ``image_size`` (default: the config's resolution).
-      measure: '<real|teacher>/<l1|psnr|lpips>' (:mod:`anycost_jax.eval.img2img_quality`; 'real' on
-        paired data only).
-      split: 'holdout' (the training examples the stage kept out) or a split of the dataset.
-      output: the found sub-network's model directory (default ``WORKDIR/searched/<budget name>``);
-        its gan-compression ``.pth`` is written as ``<output>.pth``, the search's best as ``<output>.json``.
-      seed, cache, progress, evolve_kw: :func:`anycost_jax.search.evolve`'s (defaults: :data:`SEARCH_DEFAULTS`).
-    Returns:
-      ``(search.SearchResult, output)``.
-    """
-    from anycost_jax import search as search_lib
-    from anycost_jax.eval import img2img_quality as quality_lib
-    config = workdir_lib.read_config(workdir)
-    if config.get('family') != 'gan_compression' or config.method != 'supernet':
-        raise ValueError(f'{workdir} holds a {config.get("family")} {config.get("method")!r} run; the search '
-                         "takes a gan_compression 'supernet' stage's workdir")
-    gen, variables = convert.load_img2img_generator(os.path.join(workdir, workdir_lib.GENERATOR))
-    space = search_lib.ResnetSpace(gen, config.search_space, image_size or config.resolution,
-                                   config.weighted_sample, config.weight_strategy)
-    space.feasible(int(budget))  # before any data is read
-    batches = search_batches(config, split, load_teacher(config))
-    fitness = quality_lib.config_fitness(gen, variables, batches, measure)
-    result = search_lib.evolve(space, int(budget), fitness, seed=seed, cache=cache, progress=progress,
-                               **{**SEARCH_DEFAULTS, **evolve_kw})
-    output = output or os.path.join(workdir, SEARCHED, search_lib.budget_name(budget))
-    sub, sub_vars = resnet.export(gen, variables, result.best.config_str)
-    modeldir.save(output, sub, sub_vars)
-    convert.save_img2img_generator(output.rstrip('/') + '.pth', sub, sub_vars)
-    search_lib.save_json(output.rstrip('/') + '.json', {search_lib.budget_name(budget): result})
-    log.info('searched %s: %s, %d MACs, %s %.5f; exported to %s', workdir, result.best.config_str, result.best.macs,
-             measure, result.best.dist, output)
-    return result, output
+
+def task_done(config, workdir: str) -> bool:
+    from anycost_jax.train import gan_compression_search as gcs
+    return gcs.task_done(config, workdir)
+
+
+def export_task(config, stage_dir: str, workdir: str) -> None:
+    from anycost_jax.train import gan_compression_search as gcs
+    return gcs.export_task(config, stage_dir, workdir)

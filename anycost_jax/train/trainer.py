@@ -10,7 +10,10 @@ with an error, keeping the last checkpoint (which was saved only after its metri
 
 A family is a module with ``RESUME_KEYS`` (the config fields a resume must keep),
 ``check(config, workdir)``, ``make_stage(config, workdir) -> Stage`` and
-``export(config, state, workdir)`` (a pipeline exports its last stage at its root).
+``export(config, state, workdir)`` (a pipeline exports its last stage at its root). A family may
+also run pipeline steps that train nothing (``config.method`` in its ``TASKS``, e.g. GAN
+Compression's search and export): ``run_task(config, workdir)`` (resumable: run again, it goes on
+where it stopped), ``task_done(config, workdir)`` and ``export_task(config, stage_dir, workdir)``.
 """
 from __future__ import annotations
 
@@ -51,6 +54,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     loop.quiet_orbax_info()
     is_main = jax.process_index() == 0
     workdir_lib.write_config(config, workdir, fam.RESUME_KEYS, is_main)
+    if is_task(config):
+        return fam.run_task(config, workdir)
     writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
     writer.write_hparams({k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))})
     return loop.run(fam.make_stage(config, workdir), loop.Periods.from_config(config), workdir, writer)
@@ -69,22 +74,40 @@ def train_pipeline(config: ml_collections.ConfigDict, workdir: str):
     # Absolute, so that the stages' config.json name the previous stage wherever they are resumed from.
     workdir = workdir_lib.absolute(workdir)
     stages = config_lib.stage_configs(config)
-    log.info('pipeline %s: %s', config.name, ' -> '.join(f'{n} ({c.num_steps} steps)' for n, c in stages))
-    state, previous = None, None
+    plan = [f'{n} ({c.method})' if is_task(c) else f'{n} ({c.num_steps} steps)' for n, c in stages]
+    log.info('pipeline %s: %s', config.name, ' -> '.join(plan))
+    state, previous, dirs = None, None, {}
     for name, c in stages:
         stage_dir = os.path.join(workdir, name)
         for key in ('tune_from', 'teacher'):
             if c[key] == config_lib.PREVIOUS:
                 c[key] = previous
-        previous = stage_dir
-        if workdir_lib.finished(stage_dir, c.num_steps) and name != stages[-1][0]:
+        config_lib.resolve_refs(c, dirs)
+        previous = dirs[name] = stage_dir
+        task = is_task(c)
+        done = family(c).task_done(c, stage_dir) if task else workdir_lib.finished(stage_dir, c.num_steps)
+        if done and name != stages[-1][0]:
             log.info('pipeline: stage %s already finished in %s; skipped', name, stage_dir)
             continue
         log.info('pipeline: stage %s in %s', name, stage_dir)
-        state = train_and_evaluate(c, stage_dir)
+        out = train_and_evaluate(c, stage_dir)
+        if task:
+            if not family(c).task_done(c, stage_dir):  # e.g. a brute-force shard waiting for the others
+                log.warning('pipeline: step %s has not finished; run again to continue', name)
+                return state
+            continue
+        state = out
         if int(state.step) < c.num_steps:  # stopped (SIGTERM): the next stage needs this one finished
             log.warning('pipeline: stage %s stopped at step %d of %d; run again to continue', name,
                         int(state.step), c.num_steps)
             return state
-    family(c).export(c, state, workdir)
+    if is_task(c):
+        family(c).export_task(c, stage_dir, workdir)
+    else:
+        family(c).export(c, state, workdir)
     return state
+
+
+def is_task(config) -> bool:
+    """A pipeline step that trains nothing (its family's ``TASKS``)."""
+    return config.get('method') in getattr(family(config), 'TASKS', ())
