@@ -19,6 +19,14 @@ batch norm, ngf 64) trains online from scratch (hinge, L1 x 100, ndf 128) and ev
 student (the same architecture, ngf 16) learns from its output: 2.5 x RKD row / column / patch +
 2 x (1e4 Gram style + 10 relu2_2 feature), no adversarial term; batch 4, 100 + 100 epochs.
 
+``compress`` (GAN Compression as one pipeline, each step in ``WORKDIR/<step>``): ``mobile`` teacher ->
+``distill`` -> ``supernet`` (the last 2000 training pairs held out, as the original's train2 split)
+-> brute-force ``search`` of ``channels-48`` under 4.9e9 MACs -> ``finetune`` (5 + 15 epochs, the
+original's ``finetune.sh``) -> ``export``. ``compress_fast`` (Fast GAN Compression): the ``full``
+teacher -> a ``channels-64-pix2pix`` supernet of ngf 64 from scratch (10 + 30 epochs) -> evolution
+under 4.9e9 MACs (mutate probability 0.3) -> export. Fitness ``measure='fid'`` (registered by the
+FID protocol; ``--config.stage.search.measure=real/lpips`` needs no Inception).
+
 Data: the pix2pix release of edges2shoes-r (``<dir>/train/*.jpg``, ``<dir>/val/*.jpg``, each image
 edges | photo side by side), read from ``--config.manual_dir`` and prepared once into TFDS
 ArrayRecord files under ``--config.data_dir``; nothing is downloaded.
@@ -35,15 +43,35 @@ the val photos' Inception statistics). The original trained on one GPU for about
         --config.pretrained=runs/edges2shoes_distill --config.discriminator=runs/edges2shoes_distill
     python launch/train.py --config=configs/edges2shoes.py:crd --workdir=runs/edges2shoes_crd \
         --config.manual_dir=/data/edges2shoes-r
+    python launch/train.py --config=configs/edges2shoes.py:compress_fast --workdir=runs/edges2shoes_fast \
+        --config.manual_dir=/data/edges2shoes-r
 """
 from anycost_jax.train import crd, gan_compression, img2img
+
+ARGS = ('full', 'mobile', 'distill', 'supernet', 'crd', 'crd_unet', 'compress', 'compress_fast')
+BUDGET = 4.9e9  # the original's evolution_search.sh
+
+
+def compress_pipeline(fast: bool):
+    gc = gan_compression
+    supernet = get_config('supernet')
+    supernet.holdout_examples = 2000
+    if fast:
+        supernet.update(student_ngf=64, search_space='channels-64-pix2pix')
+        search = gc.step_config('search', supernet, budget=BUDGET, measure='fid', mutate_prob=0.3)
+        return gc.fast_pipeline('edges2shoes_compress_fast', get_config('full'), supernet, search)
+    search = gc.step_config('search', supernet, budget=BUDGET, measure='fid', search_method='brute_force')
+    finetune = gc.step_config('finetune', get_config('distill'), num_steps=20 * (49825 // 4))
+    return gc.full_pipeline('edges2shoes_compress', get_config('mobile'), get_config('distill'), supernet, search,
+                            finetune)
 
 
 def get_config(arg: str = ''):
     arg = arg or 'full'
-    if arg not in ('full', 'mobile', 'distill', 'supernet', 'crd', 'crd_unet'):
-        raise ValueError(f"configs/edges2shoes.py:{arg}: expected 'full', 'mobile', 'distill', 'supernet', 'crd' "
-                         "or 'crd_unet'")
+    if arg not in ARGS:
+        raise ValueError(f'configs/edges2shoes.py:{arg}: expected one of {ARGS}')
+    if arg.startswith('compress'):
+        return compress_pipeline(arg == 'compress_fast')
     if arg.startswith('crd'):
         c = crd.base_config('pix2pix')
         c.name = f'edges2shoes_{arg}'

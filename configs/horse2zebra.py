@@ -34,6 +34,16 @@ MobileNet-ResNet student of ngf 16 (1.41G MACs at 256 px) then trains 4 x 10 epo
 with 25 x RKD row / column / patch + 1e4 x Gram style + 10 x relu2_2 feature + LSGAN through
 the teacher's D_A, and the teacher resumes: 200 teacher epochs, 20 cycles.
 
+``compress`` (GAN Compression's whole recipe as one pipeline, each step in ``WORKDIR/<step>``):
+``mobile`` teacher -> ``distill`` -> ``supernet`` (the last 100 training images of each domain held
+out) -> brute-force ``search`` of ``channels-32`` under 3e9 MACs -> ``finetune`` of the found
+sub-network (100 + 100 epochs, distilled from the teacher, D from the supernet) -> ``export``
+(``generator/``, ``compressed_net_G.pth``, ``summary.md``). ``compress_fast`` (Fast GAN Compression):
+the ``full`` ResNet teacher -> a ``channels-64-cycleGAN`` supernet of ngf 64 from scratch (weighted
+sampling 2) -> evolution under 3e9 MACs (mutate probability 0.4) -> export. The search's fitness is
+``measure='fid'`` (the original's), which the FID protocol registers in
+``gan_compression_search.FITNESS``; ``--config.stage.search.measure=teacher/lpips`` needs no Inception.
+
 Data: the CycleGAN release of horse2zebra (``<dir>/trainA``, ``trainB``, ``testA``, ``testB``) from
 ``--config.manual_dir``, prepared once into TFDS ArrayRecord files; nothing is downloaded. An
 epoch is max(|A|, |B|) = 1334 steps; B is drawn at random for each A, as the original.
@@ -60,17 +70,40 @@ Table 1). The original trained on one GPU for about two days.
         --config.pretrained=runs/horse2zebra_gs32
     python launch/train.py --config=configs/horse2zebra.py:crd --workdir=runs/horse2zebra_crd \
         --config.manual_dir=/data/horse2zebra
+    python launch/train.py --config=configs/horse2zebra.py:compress --workdir=runs/horse2zebra_compress \
+        --config.manual_dir=/data/horse2zebra
 """
 from anycost_jax.train import crd, gan_compression, gan_slimming, img2img
 
-ARGS = ('full', 'mobile', 'distill', 'supernet', 'gs32', 'gs8', 'gs_finetune', 'crd')
+ARGS = ('full', 'mobile', 'distill', 'supernet', 'gs32', 'gs8', 'gs_finetune', 'crd', 'compress', 'compress_fast')
 H2Z_HORSES = 1067  # trainA
+BUDGET = 3e9  # the original's evolution_search.sh
+STEPS_PER_EPOCH = 1334
+
+
+def compress_pipeline(fast: bool):
+    gc = gan_compression
+    if fast:
+        supernet = get_config('supernet')
+        supernet.update(student_ngf=64, search_space='channels-64-cycleGAN', weighted_sample=2., holdout_examples=100)
+        search = gc.step_config('search', supernet, budget=BUDGET, measure='fid', mutate_prob=0.4)
+        return gc.fast_pipeline('horse2zebra_compress_fast', get_config('full'), supernet, search)
+    supernet = get_config('supernet')
+    supernet.holdout_examples = 100
+    search = gc.step_config('search', supernet, budget=BUDGET, measure='fid', search_method='brute_force')
+    finetune = gc.step_config('finetune', get_config('distill'), gan_mode='lsgan', lambda_recon=10.,
+                              lambda_distill=0.01, n_epochs=100, n_epochs_decay=100,
+                              num_steps=200 * STEPS_PER_EPOCH)
+    return gc.full_pipeline('horse2zebra_compress', get_config('mobile'), get_config('distill'), supernet, search,
+                            finetune)
 
 
 def get_config(arg: str = ''):
     arg = arg or 'full'
     if arg not in ARGS:
         raise ValueError(f'configs/horse2zebra.py:{arg}: expected one of {ARGS}')
+    if arg.startswith('compress'):
+        return compress_pipeline(arg == 'compress_fast')
     if arg.startswith('gs'):
         c = gan_slimming.base_config('finetune' if arg == 'gs_finetune' else 'slim')
         c.name = f'horse2zebra_{arg}'

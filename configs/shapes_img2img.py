@@ -37,6 +37,17 @@ gradient background (:mod:`anycost_jax.data.procedural_img2img`). ``get_config(a
   upstream's teachers and students are MobileNet-ResNets of ngf 64 and 16 (``horse2zebra.py:crd``);
   these are sized for a CPU, where each student step's VGG16 (4 passes over the batch) dominates.
 
+``compress``: GAN Compression's pipeline on labels2image, the family's embedded default
+(teacher -> supernet -> search -> export, :mod:`anycost_jax.train.gan_compression_search`): the
+pix2pix teacher above (1000 steps), a once-for-all supernet of the same width over 16 / 12 / 8 (4
+in the up-sampling layers) channels per entry, distilled from it (1000 steps, the last 64
+training scenes held out), an evolutionary search of at most 10 MMACs (under half the teacher's
+22.2) scored by LPIPS to the teacher on those held-out scenes, and the export of what it found as
+our model directory and the original's ``.pth``. It ends by printing ``WORKDIR/summary.md``:
+teacher / largest / searched / uniform / smallest configurations with MACs, parameters, CPU latency
+and L1 / PSNR / LPIPS against the ground truth and the teacher on 64 test scenes. Measured time
+and table: README.md ("GAN Compression"). Run it again in the same workdir to resume.
+
 Expected result: ``WORKDIR/samples/<step>.png`` shows one held-out scene per row: input | output |
 target (pix2pix), A | A->B | B | B->A (CycleGAN), labels | output | target (GauGAN); shapes take
 their label's (or the other palette's) color and the background its gradient. Times on this
@@ -54,12 +65,14 @@ machine: see README.md ("Image-to-image models").
         --config.teacher=runs/shapes_cyclegan --config.pretrained=runs/shapes_gs32
     python launch/train.py --config=configs/shapes_img2img.py:crd_recolor --workdir=runs/shapes_crd_recolor
     python launch/train.py --config=configs/shapes_img2img.py:crd_labels2image --workdir=runs/shapes_crd_labels
+    python launch/train.py --config=configs/shapes_img2img.py:compress --workdir=runs/shapes_compress
 """
 from anycost_jax.data import procedural_img2img
-from anycost_jax.train import crd, gan_slimming, img2img
+from anycost_jax.train import config_lib, crd, gan_slimming, img2img
 
 ARGS = ('labels2image', 'edges2image', 'recolor', 'gaugan', 'gs32', 'gs8', 'gs_finetune', 'crd_recolor',
-        'crd_labels2image')
+        'crd_labels2image', 'compress')
+COMPRESS_SPACE = '|'.join(['16,12,8'] * 6 + ['16,12,8,4'] * 2)  # channels-48 scaled to ngf 16
 
 
 def crd_config(task: str):
@@ -85,6 +98,24 @@ def crd_config(task: str):
     return c
 
 
+def compress_config():
+    """The teacher -> supernet -> search -> export pipeline on labels2image (see the module docstring)."""
+    from anycost_jax.train import gan_compression as gc
+    teacher = get_config('labels2image')
+    teacher.num_steps, teacher.n_epochs, teacher.n_epochs_decay = 1000, 2, 2
+    teacher.sample_every, teacher.checkpoint_every = 1000, 1000
+    ref = config_lib.stage_ref
+    supernet = gc.step_config('supernet', teacher, teacher=ref('teacher'), student_ngf=16, search_space=COMPRESS_SPACE,
+                              holdout_examples=64, num_steps=1000, n_epochs=2, n_epochs_decay=2, ndf=16,
+                              n_layers_D=2, eval_metrics='quality')
+    search = gc.step_config('search', teacher, supernet=ref('supernet'), budget=10e6, measure='teacher/lpips',
+                            population=16, iterations=6, mutate_prob=0.3, num_steps=0)
+    export = gc.step_config('export', teacher, supernet=ref('supernet'), searched=ref('search'), budget=10e6,
+                            num_steps=0)
+    return gc.compression_pipeline('shapes_compress', [('teacher', teacher), ('supernet', supernet),
+                                                       ('search', search), ('export', export)])
+
+
 def get_config(arg: str = ''):
     arg = arg or 'labels2image'
     if arg not in ARGS:
@@ -93,6 +124,8 @@ def get_config(arg: str = ''):
         return _gs_config(arg)
     if arg.startswith('crd_'):
         return crd_config(arg[len('crd_'):])
+    if arg == 'compress':
+        return compress_config()
     method = {'recolor': 'cycle_gan', 'gaugan': 'gaugan'}.get(arg, 'pix2pix')
     c = img2img.base_config(method)
     c.name = f'shapes_{arg}'

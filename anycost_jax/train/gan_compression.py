@@ -95,6 +95,72 @@ def base_config(method: str = 'distill') -> ml_collections.ConfigDict:
     return c
 
 
+# the fields a pipeline's GAN Compression steps take from its teacher stage: data, sizes, bookkeeping
+DATA_FIELDS = ('dataset', 'data_dir', 'manual_dir', 'train_split', 'test_split', 'train_examples', 'test_examples',
+               'direction', 'preprocess', 'load_size', 'no_flip', 'resolution', 'aspect_ratio', 'batch_size', 'seed',
+               'log_every', 'sample_every', 'checkpoint_every', 'keep_checkpoints', 'n_samples', 'eval_batch_size',
+               'inception', 'fid_stats', 'ndf', 'n_layers_D', 'netD', 'norm')
+
+
+def step_config(method: str, data: ml_collections.ConfigDict, **fields) -> ml_collections.ConfigDict:
+    """:func:`base_config` of ``method`` with ``data``'s :data:`DATA_FIELDS` (e.g. the teacher's
+    config) and ``fields`` on top: one step of a compression pipeline."""
+    c = base_config(method)
+    for k in DATA_FIELDS:
+        if k in data:
+            c[k] = data[k]
+    c.update(fields)
+    return c
+
+
+def compression_pipeline(name: str, stages) -> ml_collections.ConfigDict:
+    """A :func:`anycost_jax.train.config_lib.pipeline` of complete stage configs ``[(name, config)]``
+    (the teacher an image-to-image config, the others :func:`step_config` s): each stage keeps what
+    differs from the shared config (a search step's :func:`base_config` with the teacher's data), and a
+    field any stage sets is set in every stage (its shared value where the stage has none), so no
+    stage reads an unset placeholder. ``'@stage:NAME'`` values name earlier stages' workdirs."""
+    from anycost_jax.train import config_lib
+    shared = step_config('search', stages[0][1])
+    shared.name = name
+    own = []
+    for stage, c in stages:
+        extra = [k for k in c if k not in shared]
+        if extra:
+            raise ValueError(f'compression_pipeline: stage {stage!r} has fields the shared config lacks: {extra}')
+        own.append((stage, {k: v for k, v in c.items() if k != 'name' and v != shared[k]}))
+    owned = {k for _, f in own for k in f}
+    return config_lib.pipeline(shared, [(stage, {**{k: shared[k] for k in owned}, **f}) for stage, f in own])
+
+
+def full_pipeline(name: str, teacher, distill, supernet, search, finetune) -> ml_collections.ConfigDict:
+    """GAN Compression (Li et al. 2020): the (MobileNet) ``teacher`` -> a ``distill`` ed student pruned
+    from it -> the ``supernet`` from that student and its D -> ``search`` -> ``finetune`` the found
+    sub-network (D from the supernet) -> export. The stages' references are set here."""
+    from anycost_jax.train import config_lib
+    ref = config_lib.stage_ref
+    distill.update(teacher=ref('teacher'), pretrained='', discriminator='')
+    supernet.update(teacher=ref('teacher'), pretrained=ref('distill'), discriminator=ref('distill'))
+    search.update(supernet=ref('supernet'), num_steps=0)
+    finetune.update(teacher=ref('teacher'), searched=ref('search'), discriminator=ref('supernet'))
+    export = step_config('export', teacher, supernet=ref('supernet'), searched=ref('finetune'),
+                         budget=search.budget, num_steps=0)
+    return compression_pipeline(name, [('teacher', teacher), ('distill', distill), ('supernet', supernet),
+                                       ('search', search), ('finetune', finetune), ('export', export)])
+
+
+def fast_pipeline(name: str, teacher, supernet, search) -> ml_collections.ConfigDict:
+    """Fast GAN Compression (Li et al. 2022): the full ``teacher`` -> the ``supernet`` trained from scratch
+    (``pretrained='scratch'``), distilled from it -> evolutionary ``search`` -> export (no fine-tuning)."""
+    from anycost_jax.train import config_lib
+    ref = config_lib.stage_ref
+    supernet.update(teacher=ref('teacher'), pretrained=SCRATCH)
+    search.update(supernet=ref('supernet'), search_method='evolution', num_steps=0)
+    export = step_config('export', teacher, supernet=ref('supernet'), searched=ref('search'), budget=search.budget,
+                         num_steps=0)
+    return compression_pipeline(name, [('teacher', teacher), ('supernet', supernet), ('search', search),
+                                       ('export', export)])
+
+
 def paired(config) -> bool:
     """Aligned data (pix2pix) or unaligned (CycleGAN), from the dataset."""
     task = config.dataset[len(img2img.PROCEDURAL):] if config.dataset.startswith(img2img.PROCEDURAL) else None
@@ -137,13 +203,15 @@ def load_teacher(config):
 def load_student(config, teacher):
     """The initialization, pruned to ``student_ngf`` (the supernet's taken as it is when already that
     wide, and clamping its input as the original's super network): ``(student, variables)``."""
+    if config.method == 'finetune':
+        return finetune_student(config)
+    if config.pretrained == SCRATCH:
+        return scratch_student(config, teacher[0])
     if config.pretrained:
         gen, variables = convert.load_img2img_generator(_run_part(config.pretrained, workdir_lib.GENERATOR),
                                                         netG=config.teacher_netG)
     else:
         gen, variables = teacher
-    if config.method == 'finetune':
-        return finetune_student(config)
     if config.student_ngf > gen.ngf:
         raise ValueError(f'config.student_ngf={config.student_ngf} is wider than the network it is pruned from '
                          f'(ngf {gen.ngf}); a student is at most as wide')
@@ -155,6 +223,20 @@ def load_student(config, teacher):
     if gen.ngf != config.student_ngf:
         gen, variables = resnet.prune(gen, variables, config.student_ngf)
     return gen.clone(clamp_input=True), variables
+
+
+SCRATCH = 'scratch'  # config.pretrained: a freshly initialized student (Fast GAN Compression's supernet)
+
+
+def scratch_student(config, teacher):
+    """A MobileNet-ResNet student of ``student_ngf`` (the teacher's block count), initialized from the
+    seed (Fast GAN Compression trains its supernet from scratch, distilled from a full teacher)."""
+    import jax.numpy as jnp
+    gen = resnet.MobileResnetGenerator(input_nc=teacher.input_nc, output_nc=teacher.output_nc, ngf=config.student_ngf,
+                                       n_blocks=teacher.n_blocks, norm=teacher.norm,
+                                       clamp_input=config.method == 'supernet')
+    x = jnp.zeros((1, config.resolution, config.resolution, teacher.input_nc), jnp.float32)
+    return gen, jax.jit(gen.init)(jax.random.fold_in(jax.random.key(config.seed), 5), x)
 
 
 def finetune_student(config):
@@ -426,6 +508,13 @@ def search_batches(config, split: str, teacher) -> list[tuple]:
     """:func:`anycost_jax.train.gan_compression_search.search_batches`."""
     from anycost_jax.train import gan_compression_search as gcs
     return gcs.search_batches(config, split, teacher)
+
+
+def precheck(config) -> None:
+    """A pipeline's checks of this family's steps before any stage runs (their inputs do not exist yet)."""
+    if config.method in TASKS:
+        from anycost_jax.train import gan_compression_search as gcs
+        gcs.check_task(config, '')
 
 
 def run_task(config, workdir: str):

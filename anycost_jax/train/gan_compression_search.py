@@ -248,7 +248,10 @@ def check_task(config, workdir: str) -> None:
         if not config.budget > 0:
             raise ValueError(f'config.budget={config.budget} must be a positive number of MACs, e.g. 3e9')
         if config.measure not in FITNESS:
-            raise ValueError(f'config.measure={config.measure!r} is not one of {sorted(FITNESS)}')
+            raise ValueError(f'config.measure={config.measure!r} is not one of {sorted(FITNESS)}: FID and mIoU are '
+                             'there once their evaluation registers them (gan_compression_search.register_fitness); '
+                             'until then search with a quality measure, e.g. --config.stage.search.measure='
+                             'teacher/lpips')
     elif not config.searched:
         raise ValueError('config.searched is empty: the export step needs a search step or finetune stage')
 

@@ -74,13 +74,20 @@ def train_pipeline(config: ml_collections.ConfigDict, workdir: str):
     # Absolute, so that the stages' config.json name the previous stage wherever they are resumed from.
     workdir = workdir_lib.absolute(workdir)
     stages = config_lib.stage_configs(config)
+    for name, c in stages:  # what can be checked before the earlier stages ran fails now, not hours later
+        precheck = getattr(family(c), 'precheck', None)
+        if precheck is not None:
+            try:
+                precheck(c)
+            except ValueError as e:
+                raise ValueError(f'{e} (in stage {name!r}: config.stage.{name})') from None
     plan = [f'{n} ({c.method})' if is_task(c) else f'{n} ({c.num_steps} steps)' for n, c in stages]
     log.info('pipeline %s: %s', config.name, ' -> '.join(plan))
     state, previous, dirs = None, None, {}
     for name, c in stages:
         stage_dir = os.path.join(workdir, name)
         for key in ('tune_from', 'teacher'):
-            if c[key] == config_lib.PREVIOUS:
+            if c.get(key) == config_lib.PREVIOUS:
                 c[key] = previous
         config_lib.resolve_refs(c, dirs)
         previous = dirs[name] = stage_dir
