@@ -21,6 +21,14 @@ original (below 1: ours is faster).
     python -m benchmarks.img2img                                   # ngf 64, 256 px, horse2zebra's config
     python -m benchmarks.img2img --configs 16_16_32_16_32_32_16_16,32_32_48_32_48_48_16_16 --batch 4
     python -m benchmarks.img2img --original_repo /path/to/gan-compression --original_python /work/refenv/bin/python
+
+``--teacher resnet|mobile_resnet`` (``--teacher_ngf``) also times the uncompressed teacher GAN
+Compression starts from and adds ``T MAC red.`` / ``T speed-up``: each exported sub-generator's MAC
+reduction and realized latency speed-up against that teacher (the papers' compression ratios are
+against the full ResNet, ngf 64), ``--no_masked`` skipping the masked program:
+
+    python -m benchmarks.img2img --ngf 48 --teacher resnet --no_masked \
+        --configs 48_32_48_40_40_48_32_24,32_32_40_32_40_40_16_16,16_16_32_16_32_32_16_16,32_32_32_32_32_32_16_16
 """
 from __future__ import annotations
 
@@ -93,6 +101,8 @@ def main(argv=None):
     p.add_argument('--original_repo')
     p.add_argument('--original_python', default=sys.executable)
     p.add_argument('--json')
+    p.add_argument('--teacher', choices=['resnet', 'mobile_resnet'])
+    p.add_argument('--teacher_ngf', type=int, default=64)
     args = p.parse_args(argv)
     gen = MobileResnetGenerator(ngf=args.ngf, clamp_input=True)
     x = jax.random.uniform(jax.random.key(0), (args.batch, args.size, args.size, 3), minval=-1, maxval=1)
@@ -128,11 +138,20 @@ def main(argv=None):
             for c, t in json.load(open(out)).items():
                 results[c]['original'] += t
     med = lambda t: 1e3 * float(np.median(t)) if t else float('nan')
+    teacher = None
+    if args.teacher:
+        t_gen = resnet_lib.ResnetGenerator(ngf=args.teacher_ngf, mobile=args.teacher == 'mobile_resnet')
+        t_vars = jax.jit(t_gen.init)(jax.random.key(2), x)
+        t_fn = jax.jit(lambda x: t_gen.apply(t_vars, x))
+        teacher = {'gmacs': macs.count_macs(t_gen, shape) / 1e9,
+                   'ms': med(sum((_time(t_fn, x, args.warmup, args.repeats)[1] for _ in range(args.rounds)), []))}
+        print(f'teacher {args.teacher} ngf {args.teacher_ngf}: {teacher["gmacs"]:.2f} GMACs, {teacher["ms"]:.1f} ms')
     base = results[full]
     print(f'MobileNet-ResNet ngf {args.ngf}, {args.size}px, batch {args.batch}, {threads} threads, '
           f'{args.rounds} round(s) x {args.repeats} repeats')
     print(f'{"config":>26} {"GMACs":>7} {"MAC red.":>8} {"sliced ms":>10} {"speed-up":>8} {"masked ms":>10} '
-          f'{"orig ms":>9} {"orig sp-up":>10} {"ours/orig":>9}')
+          f'{"orig ms":>9} {"orig sp-up":>10} {"ours/orig":>9}' + (f' {"T MAC red.":>10} {"T speed-up":>10}'
+                                                                  if teacher else ''))
     for c in configs:
         r = results[c]
         r.update(sliced_ms=med(r['sliced']), masked_ms=med(r['masked']), original_ms=med(r['original']),
@@ -142,10 +161,13 @@ def main(argv=None):
         r['ours_over_original'] = r['sliced_ms'] / r['original_ms'] if r['original'] else float('nan')
         print(f'{c:>26} {r["gmacs"]:7.2f} {r["mac_reduction"]:8.2f} {r["sliced_ms"]:10.1f} {r["speedup"]:8.2f} '
               f'{r["masked_ms"]:10.1f} {r["original_ms"]:9.1f} {r["original_speedup"]:10.2f} '
-              f'{r["ours_over_original"]:9.2f}')
+              f'{r["ours_over_original"]:9.2f}' + (f' {teacher["gmacs"] / r["gmacs"]:10.2f} '
+                                                     f'{teacher["ms"] / r["sliced_ms"]:10.2f}' if teacher else ''))
+        if teacher:
+            r.update(teacher_mac_reduction=teacher['gmacs'] / r['gmacs'], teacher_speedup=teacher['ms'] / r['sliced_ms'])
     if args.json:
         with open(args.json, 'w') as f:
-            json.dump({'args': vars(args), 'results': results}, f, indent=1)
+            json.dump({'args': vars(args), 'results': results, 'teacher': teacher}, f, indent=1)
 
 
 if __name__ == '__main__':

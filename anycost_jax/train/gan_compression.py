@@ -27,7 +27,17 @@ training, for the search. With ``eval_every``, the largest and the smallest conf
 evaluated (``eval/largest/...``, ``eval/smallest/...``: ``eval_metrics`` 'fid' and / or 'quality',
 the L1, PSNR and LPIPS of :mod:`anycost_jax.eval.img2img_quality` against the real targets and
 the teacher's outputs on ``test_split``). The export is the super generator (``generator/``, all
-widths); :func:`search_supernet` finds and exports a sub-network.
+widths); :func:`search_supernet` finds and exports a sub-network. ``pretrained='scratch'``: a
+MobileNet-ResNet student freshly initialized from the seed (Fast GAN Compression's supernet).
+
+``config.method = 'finetune'`` (the original's ``finetune.sh``: ``train_supernet.py --config_str``):
+the distill iteration on a fixed sub-network: ``searched`` (a search step's workdir or an exported
+sub-network, as it is) or the supernet in ``pretrained`` exported at ``config_str``; its D from
+``discriminator`` (the supernet's); the export is that dense sub-network.
+
+``'search'`` and ``'export'`` are pipeline steps that train nothing
+(:mod:`anycost_jax.train.gan_compression_search`); :func:`full_pipeline` (GAN Compression) and
+:func:`fast_pipeline` (Fast GAN Compression) chain the stages as ``configs/*.py`` arguments.
 """
 from __future__ import annotations
 
