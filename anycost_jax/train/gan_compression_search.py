@@ -264,7 +264,7 @@ def run_task(config, workdir: str):
         result, _ = search_supernet(config.supernet, config.budget, method=config.search_method,
                                     measure=config.measure, split=config.search_split, seed=config.seed,
                                     output=os.path.join(workdir, workdir_lib.GENERATOR), state_dir=workdir,
-                                    num_shards=config.num_shards or None, **kw)
+                                    num_shards=config.num_shards or None, progress=_log_progress, **kw)
         if result is not None:
             _done(workdir, {'config_str': result.best.config_str, 'macs': result.best.macs,
                             'dist': result.best.dist, 'measure': config.measure, 'budget': int(config.budget)})
@@ -279,6 +279,18 @@ def run_task(config, workdir: str):
         print(table, flush=True)
     _done(workdir, {'searched': config.searched, 'macs': _macs(gen, variables, config.resolution)})
     return None
+
+
+def _log_progress(*args) -> None:
+    """The search's reports in the training log: each generation scored (evolution), every 100
+    configurations (brute force)."""
+    if isinstance(args[0], search_lib.Progress):
+        p = args[0]
+        if p.population is not None:
+            best = p.population[0]
+            log.info('search %s; best %s (%d MACs) %.5f', p.describe(), best.config_str, best.macs, best.dist)
+    elif args[0] % 100 == 0 or args[0] == args[1]:
+        log.info('brute force: %d of %d configurations of this shard', *args)
 
 
 def _done(workdir: str, info: dict) -> None:
