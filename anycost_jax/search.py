@@ -328,9 +328,10 @@ def evolve(space: Space[C], budget: int, fitness_fn: FitnessFn, *, population: i
 def _save_evolution_state(path: str, state: dict) -> None:
     """Pickled (candidates are plain dataclasses), written whole or not at all (temporary file + rename)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + '.tmp', 'wb') as f:
+    tmp = f'{path}.tmp{os.getpid()}'  # hosts running the same search write the same state: each its own temporary
+    with open(tmp, 'wb') as f:
         pickle.dump(state, f)
-    os.replace(path + '.tmp', path)
+    os.replace(tmp, path)
 
 
 def load_evolution_state(path: str, settings: Mapping[str, Any]) -> Optional[dict]:

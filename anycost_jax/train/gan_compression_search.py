@@ -187,8 +187,7 @@ def search_supernet(workdir: str, budget: float, *, method: str = 'evolution', m
         result = search_lib.merge_brute_force([p for p in paths if os.path.exists(p)], space, budget,
                                               partial=partial)
     output = output or os.path.join(workdir, SEARCHED, name)
-    if jax.process_index() == 0 or method == 'evolution':
-        _export(gen, variables, result.best.config_str, output, {name: result})
+    _export(gen, variables, result.best.config_str, output, {name: result})
     log.info('searched %s: %s, %d MACs, %s %.5f; exported to %s', workdir, result.best.config_str, result.best.macs,
              measure, result.best.dist, output)
     return result, output
@@ -206,10 +205,12 @@ def _complete(paths) -> bool:
 
 
 def _export(gen, variables, config_str: str, output: str, results: dict) -> None:
+    """Every process calls it (the model directory's save synchronizes them); process 0 writes the files."""
     sub, sub_vars = resnet.export(gen, variables, config_str)
     modeldir.save(output, sub, sub_vars)
-    convert.save_img2img_generator(output.rstrip('/') + '.pth', sub, sub_vars)
-    search_lib.save_json(output.rstrip('/') + '.json', results)
+    if jax.process_index() == 0:
+        convert.save_img2img_generator(output.rstrip('/') + '.pth', sub, sub_vars)
+        search_lib.save_json(output.rstrip('/') + '.json', results)
 
 
 def export_config(workdir: str, config_str: str, output: Optional[str] = None, image_size=None) -> str:
@@ -271,9 +272,10 @@ def run_task(config, workdir: str):
         return None
     gen, variables = convert.load_img2img_generator(gc._run_part(config.searched, workdir_lib.GENERATOR))
     modeldir.save(os.path.join(workdir, workdir_lib.GENERATOR), gen, variables)
-    convert.save_img2img_generator(os.path.join(workdir, COMPRESSED_PTH), gen, variables)
+    if jax.process_index() == 0:
+        convert.save_img2img_generator(os.path.join(workdir, COMPRESSED_PTH), gen, variables)
     table = summary(config, gen, variables) if config.supernet else None
-    if table is not None:
+    if table is not None and jax.process_index() == 0:
         with open(os.path.join(workdir, SUMMARY_FILE), 'w') as f:
             f.write(table + '\n')
         print(table, flush=True)
