@@ -184,3 +184,58 @@ def test_brute_force_shards_merge_and_the_launcher(pipeline_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'generation 1/1' in proc.stdout and 'best within' in proc.stdout
     assert json.load(open(tmp_path / 'evolved.json'))
+
+
+@pytest.mark.slow
+def test_search_killed_midway_resumes_to_the_same_result(pipeline_run, tmp_path):
+    """search_supernet's evolution on a registered fitness that dies in its third call, started again."""
+    from anycost_jax.train import gan_compression_search as gcs
+    workdir = os.path.join(pipeline_run['root'], 'supernet')
+    calls = []
+
+    def make(gen, variables, config, split, die_at=None):
+        def fitness(candidates):
+            if len(calls) == die_at:
+                raise KeyboardInterrupt
+            calls.append(len(candidates))
+            return [float(np.sum(c.config) % 7 + 0.01 * c.macs / 1e4) for c in candidates]
+        return fitness
+    budget = pipeline_run['budget']
+    kw = dict(population=6, iterations=4, mutate_prob=0.5, seed=1)
+    gcs.register_fitness('test/straight', make)
+    gcs.register_fitness('test/dies', lambda *a: make(*a, die_at=2))
+    gcs.register_fitness('test/resumed', make)
+    try:
+        straight, _ = gcs.search_supernet(workdir, budget, measure='test/straight', state_dir=str(tmp_path / 'a'),
+                                          output=str(tmp_path / 'a' / 'out'), **kw)
+        calls.clear()
+        with pytest.raises(KeyboardInterrupt):
+            gcs.search_supernet(workdir, budget, measure='test/dies', state_dir=str(tmp_path / 'b'),
+                                output=str(tmp_path / 'b' / 'out'), **kw)
+        assert not os.path.exists(tmp_path / 'b' / 'out')  # nothing exported
+        # the checkpoint is named after the measure: resume it under the name it was written with
+        os.rename(tmp_path / 'b' / f'{gcs.search_lib.budget_name(budget)}-test-dies.evolution.pkl',
+                  tmp_path / 'b' / f'{gcs.search_lib.budget_name(budget)}-test-resumed.evolution.pkl')
+        resumed, _ = gcs.search_supernet(workdir, budget, measure='test/resumed', state_dir=str(tmp_path / 'b'),
+                                         output=str(tmp_path / 'b' / 'out'), **kw)
+    finally:
+        for name in ('test/straight', 'test/dies', 'test/resumed'):
+            gcs.FITNESS.pop(name, None)
+    assert resumed.best == straight.best
+    assert [[c.config for c in g] for g in resumed.history] == [[c.config for c in g] for g in straight.history]
+    assert sum(calls) == len(straight.evaluated)  # the killed run's scores were kept, none scored twice
+
+
+def test_fast_supernet_starts_from_scratch_under_a_full_teacher():
+    from anycost_jax.models.img2img import ResnetGenerator
+    from anycost_jax.train import gan_compression as gc
+    c = gc.base_config('supernet')
+    c.update(student_ngf=8, resolution=16, pretrained='scratch', seed=3)
+    gen, variables = gc.load_student(c, (ResnetGenerator(ngf=16, n_blocks=6), None))
+    assert gen.mobile and gen.ngf == 8 and gen.n_blocks == 6 and gen.widths is None and gen.clamp_input
+    again = gc.load_student(c, (ResnetGenerator(ngf=16, n_blocks=6), None))[1]
+    for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(again)):
+        np.testing.assert_array_equal(a, b)  # from the seed
+    c.method, c.searched, c.pretrained = 'finetune', '', ''
+    with pytest.raises(ValueError, match='config.method=finetune needs the sub-network'):
+        gc.finetune_student(c)
