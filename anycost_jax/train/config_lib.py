@@ -14,7 +14,9 @@ A *pipeline* config (:func:`pipeline`) chains stages the way the paper trains (m
 first, then elastic channels tuned from it, sorted, and distilled from it): the shared fields
 once at the top, each stage's own fields under ``stage.<name>``, run in the order of
 ``pipeline``, each in ``WORKDIR/<name>``; :data:`PREVIOUS` in ``tune_from`` / ``teacher`` names
-the stage before.
+the stage before, ``'@stage:NAME'`` (:func:`stage_ref`) in any string field an earlier stage.
+Stages of other families than Anycost are checked by their family when they start (their inputs
+are the earlier stages' results); a method in :data:`TASKS` trains nothing (no ``num_steps``).
 """
 from __future__ import annotations
 

@@ -65,7 +65,9 @@ def train_pipeline(config: ml_collections.ConfigDict, workdir: str):
     """Runs a pipeline config's stages in order, stage ``NAME`` in ``WORKDIR/NAME``; returns the last state.
 
     A stage's ``tune_from`` / ``teacher`` of ``config_lib.PREVIOUS`` become the previous stage's
-    workdir (its EMA generator, D and, for a teacher, the frozen EMA). Every stage resumes on
+    workdir (its EMA generator, D and, for a teacher, the frozen EMA), any ``'@stage:NAME'`` field
+    stage NAME's; a family's ``precheck(config)`` sees every stage before the first runs; a step
+    that trains nothing (a family's ``TASKS``) is done when its ``task_done``. Every stage resumes on
     its own; one that already finished is skipped. SIGTERM stops the stage that runs and starts
     no further one. The last stage's models are also exported at ``WORKDIR``'s root, so the
     pipeline's workdir is used like a single stage's.
