@@ -62,7 +62,7 @@ def test_pipeline_errors_come_before_any_stage_runs(tmp_path):
     from anycost_jax.train import config_lib, trainer
     from configs import shapes_img2img
     c = shapes_img2img.get_config('compress')
-    c.measure = 'teacher/fid'  # shared by the steps (no stage sets it)
+    c.stage.search.measure = 'teacher/fid'
     with pytest.raises(ValueError, match="config.measure='teacher/fid' is not one of .*in stage 'search'"):
         trainer.train_and_evaluate(c, str(tmp_path / 'w'))
     assert not os.path.exists(tmp_path / 'w' / 'teacher')
