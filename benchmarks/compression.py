@@ -32,7 +32,7 @@ CPU latency at batch 1 (as ``benchmarks/img2img.py``: one untimed compiling call
 untimed calls, the median of ``--repeats``), L1 / PSNR / LPIPS (:mod:`anycost_jax.eval.img2img_quality`)
 against the ground truth and the teacher on the test split (never trained on nor searched on),
 and the training's (and search's) wall and CPU seconds, summed over the invocations that worked on it
-(``WORKDIR/timings.json``; CPU: this process's, children included; the machine is shared, so
+(``WORKDIR/timings/<method>.json``; CPU: this process's, children included; the machine is shared, so
 wall time depends on its load, reported with the table).
 
     python -m benchmarks.compression --workdir runs/compression --quick          # minutes: plumbing only
@@ -314,17 +314,19 @@ def main(argv=None) -> dict:
     root = workdir_lib.absolute(args.workdir)
     t = teacher_config(s)
     teacher_dir = os.path.join(root, 'teacher')
-    timings_file = os.path.join(root, 'timings.json')
-    timings = json.load(open(timings_file)) if os.path.isfile(timings_file) else {}
+    timings = {}
 
     def timed(name, fn):
-        # accumulated over the invocations that worked on it (a resumed or reused run adds its own part)
+        # accumulated over the invocations that worked on it (a resumed or reused run adds its own part);
+        # one file per method, so that invocations running different methods side by side do not clash
+        path = os.path.join(root, 'timings', name + '.json')
+        prev = json.load(open(path)) if os.path.isfile(path) else {'wall_s': 0., 'cpu_s': 0.}
         wall0, cpu0 = time.perf_counter(), _cpu_s()
         out = fn()
-        prev = timings.get(name, {'wall_s': 0., 'cpu_s': 0.})
         timings[name] = {'wall_s': prev['wall_s'] + time.perf_counter() - wall0, 'cpu_s': prev['cpu_s'] + _cpu_s() - cpu0}
-        with open(timings_file, 'w') as f:
-            json.dump(timings, f, indent=1)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, 'w') as f:
+            json.dump(timings[name], f)
         return out
 
     timed('teacher', lambda: _train(t, teacher_dir))
