@@ -21,10 +21,17 @@ gradient background (:mod:`anycost_jax.data.procedural_img2img`). ``get_config(a
 * ``gs32`` / ``gs8``: GAN Slimming (Wang et al. 2020) compressing the ``recolor`` teacher (pass its
   workdir as ``--config.teacher``): distillation to the teacher's outputs (VGG16 perceptual x 20 +
   LSGAN through the teacher's D_A), channel pruning by the L1 proximal step on the affine norms'
-  gammas (rho 0.02, not tuned), 8-bit weights and activations for ``gs8``; 4 epochs, batch 8,
+  gammas (gamma SGD at 0.001, rho 2: see below), 8-bit weights and activations for ``gs8``; 4 epochs, batch 8,
   teacher outputs cached first (``launch/gs_cache.py``) or online (``teacher_cache`` empty). The
   workdir's ``extracted/`` is the pruned dense network; ``gs_finetune`` fine-tunes it
   (``--config.pretrained=<the gs32 / gs8 workdir>``), keeping the best by LPIPS to the teacher.
+  Why not the upstream's gamma rate 0.1: a real instability, not a bug. The loss's curvature in the
+  gammas at the start of slimming (``benchmarks/gs_gamma.py``, a 32 px ResNet ngf 16 teacher) is
+  266 at 32 px and 91 at 64 px, falling with the image size; heavy-ball SGD (momentum 0.5) is
+  stable only while lr * curvature < 3: 26.6 at 0.1, 2.7 at 0.01, 0.27 at 0.001. The proximal
+  threshold rho * lr_gamma then sets how far the gammas are pushed per step (rho 2 at 0.1 would
+  zero every gamma of 1 in 5 steps).
+
 * ``crd_recolor`` / ``crd_labels2image``: CRD (content-relationship distillation with an online
   teacher discriminator, :mod:`anycost_jax.train.crd`) on recolor (CycleGAN: the recolor demo's
   teacher, ResNet ngf 8 with 6 blocks, trains online; every 2 teacher epochs its A -> B generator
