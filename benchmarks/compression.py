@@ -85,7 +85,7 @@ class Settings:
 
 FULL = Settings(teacher_steps=2000, steps=1000, train_examples=2000, test_examples=64, batch_size=8, holdout=64,
                 population=30, iterations=10)
-QUICK = Settings(teacher_steps=4, steps=2, train_examples=32, test_examples=8, batch_size=4, holdout=8,
+QUICK = Settings(teacher_steps=4, steps=2, train_examples=32, test_examples=8, batch_size=8, holdout=8,
                  population=4, iterations=1)
 
 
