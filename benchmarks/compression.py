@@ -298,6 +298,8 @@ def main(argv=None) -> dict:
     p.add_argument('--budget', type=float, default=0.5, help="the MAC budget as a fraction of the teacher's")
     p.add_argument('--teacher_steps', type=int)
     p.add_argument('--steps', type=int, help="each method's training steps")
+    p.add_argument('--population', type=int, help="GAN Compression's search: candidates per generation")
+    p.add_argument('--iterations', type=int, help="GAN Compression's search: generations after the first")
     p.add_argument('--gc_space', default='|'.join(['16,12,8,4'] * 8))
     p.add_argument('--gs_rho', type=float, default=2.)
     p.add_argument('--gs_lr_gamma', type=float, default=0.1)
@@ -310,7 +312,8 @@ def main(argv=None) -> dict:
     if unknown:
         raise SystemExit(f'--methods: {unknown} are not among {list(METHODS)}')
     s = QUICK if args.quick else FULL
-    s = dataclasses.replace(s, **{k: getattr(args, k) for k in ('teacher_steps', 'steps') if getattr(args, k)})
+    s = dataclasses.replace(s, **{k: getattr(args, k) for k in ('teacher_steps', 'steps', 'population', 'iterations')
+                                if getattr(args, k)})
     root = workdir_lib.absolute(args.workdir)
     t = teacher_config(s)
     teacher_dir = os.path.join(root, 'teacher')
