@@ -14,8 +14,9 @@ r"""Cityscapes label maps -> street photos: GauGAN and pix2pix teachers as GAN C
   (photo | label colors), direction BtoA, resnet_9blocks, batch 1, 100 + 150 epochs.
 
 GAN Compression of the pix2pix model as pipelines (each step in ``WORKDIR/<step>``; budget 5.7e9
-MACs, fitness ``measure='miou'``, which the DRN-D-105 evaluation registers in
-``gan_compression_search.FITNESS``):
+MACs, fitness ``measure='miou'``, which is not yet registered as a search fitness in
+``gan_compression_search.FITNESS``: until it is, the precheck stops and names the measure to pass
+instead, e.g. ``--config.stage.search.measure=teacher/lpips``):
 
 * ``pix2pix_compress``: a MobileNet-ResNet teacher of ngf 96 (``pix2pix_mobile``) -> ``distill`` (ngf
   48, 100 + 150 epochs) -> ``supernet`` (``channels-48``, 200 + 300 epochs, the last 500 training
@@ -32,7 +33,8 @@ release (``<dir>/train``, ``<dir>/val``). Both are prepared once into TFDS Array
 nothing is downloaded.
 
 Expected: mIoU (DRN-D-105 on the 500 val images) about 62 for GauGAN (62.18 in the paper) and 42
-for pix2pix (42.06); the mIoU evaluation is not part of this repository yet. The original trained
+for pix2pix (42.06), as ``launch/evaluate.py --img2img_config=configs/cityscapes.py:<arg> --checkpoint=<generator>
+--metrics=miou --drn=drn-d-105_ms_cityscapes.pth`` measures it (README.md). The original trained
 GauGAN on 8 GPUs for several days.
 
     python launch/train.py --config=configs/cityscapes.py:gaugan --workdir=runs/cityscapes_gaugan \
