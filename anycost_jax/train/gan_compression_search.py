@@ -33,13 +33,12 @@ import glob
 import json
 import logging
 import os
-import time
 from typing import Callable, Optional
 
 import jax
 import numpy as np
 
-from anycost_jax import convert, macs, modeldir
+from anycost_jax import convert, macs, modeldir, render
 from anycost_jax import search as search_lib
 from anycost_jax import workdir as workdir_lib
 from anycost_jax.eval import img2img_quality as quality_lib
@@ -331,14 +330,9 @@ def latency_ms(gen, variables, size: int, batch: int = 1, repeats: int = 20) -> 
     compilation and two warm-up calls."""
     fn = jax.jit(lambda x: gen.apply(variables, x))
     x = jax.random.uniform(jax.random.key(0), (batch, size, size, gen.input_nc), minval=-1, maxval=1)
-    for _ in range(3):
+    for _ in range(2):  # compilation and a first warm-up; render.latency_ms adds one more
         jax.block_until_ready(fn(x))
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(x))
-        times.append(time.perf_counter() - t)
-    return 1e3 * float(np.median(times))
+    return render.latency_ms(fn, x, repeats=repeats)
 
 
 def summary_rows(supernet: str, searched=None, label: str = 'searched', examples: int = 64) -> list[dict]:
