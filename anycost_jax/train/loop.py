@@ -187,7 +187,7 @@ def precompile(programs: Sequence[Program], state, batch) -> list[str]:
     would simply compile again there.
     """
     lowered = {p.name: p.fn.lower(state, batch, *p.args) for p in programs if hasattr(p.fn, 'lower')}
-    if len(lowered) > 1:
+    if lowered:
         with concurrent.futures.ThreadPoolExecutor(len(lowered)) as pool:
             list(pool.map(lambda low: low.compile(), lowered.values()))
     return list(lowered)
